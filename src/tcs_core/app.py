@@ -1,0 +1,891 @@
+"""The application: commands in, events stored, read models kept current.
+
+``SourceSystem`` is the provincial source information system (Hệ thống thông tin nguồn cấp tỉnh)
+as an eventsourcing ``Application``. Every command names its actor, is authorised against the
+actor's area-scoped roles, is validated completely, and only then records events, so a rejected
+command stores nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, ClassVar, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
+
+from tcs_core import transcodings
+from tcs_core.config import Settings
+from tcs_core.domain.area import Area, area_id
+from tcs_core.domain.base import TcsAggregate, as_date
+from tcs_core.domain.broadcast import Broadcast, check_content
+from tcs_core.domain.device import Device, LivenessTracker, validate_settings
+from tcs_core.domain.dispatch import Dispatch, dispatch_id
+from tcs_core.domain.facility import Facility, Station
+from tcs_core.domain.feedback import Feedback
+from tcs_core.domain.principal import Principal, principal_id, validate_username
+from tcs_core.domain.values import (
+    AreaKind,
+    Category,
+    Channel,
+    Condition,
+    ContentVariant,
+    DeliveryOutcome,
+    DeviceKind,
+    DeviceStatus,
+    FacilityKind,
+    FeedbackChannel,
+    Permission,
+    Preemption,
+    Priority,
+    Role,
+    RoleGrant,
+    ScheduleSpec,
+    StationKind,
+    Targets,
+    as_utc,
+)
+from tcs_core.errors import (
+    AlreadyExists,
+    DispatchExists,
+    InvalidTransition,
+    NotFound,
+    PermissionDenied,
+    UnknownArea,
+    ValidationError,
+)
+from tcs_core.projections import (
+    AreaIndex,
+    AreaVersion,
+    DeviceIndex,
+    PrincipalIndex,
+    Projection,
+)
+
+__all__ = ["SYSTEM", "Actor", "SourceSystem", "SystemActor"]
+
+A = TypeVar("A", bound=TcsAggregate)
+
+
+class SystemActor(str):
+    """The library's own processes (loaders, scheduler). Not a username: usernames have no ':'.
+
+    Only code can construct one; an API layer that maps tokens to usernames can never produce it,
+    so it cannot be used to skip authorisation.
+    """
+
+    __slots__ = ()
+
+
+SYSTEM = SystemActor("system")
+Actor = str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SourceSystem(Application[UUID]):
+    """Areas, devices, stations, facilities, broadcasts, dispatches, feedback and principals."""
+
+    name = "tcs"
+    # Snapshots for the long-lived aggregates; a Dispatch lives for one occurrence.
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
+        Device: 100,
+        Principal: 50,
+        Broadcast: 50,
+        Station: 50,
+        Facility: 50,
+    }
+
+    def __init__(self, settings: Settings | None = None, env: Mapping[str, str] | None = None):
+        self.settings = settings if settings is not None else Settings()
+        es_env = {**self.settings.eventsourcing_env(), **(env or {})}
+        self.areas = AreaIndex(self.settings.zone)
+        self.devices = DeviceIndex()
+        self.principals = PrincipalIndex()
+        self._projections: tuple[Projection, ...] = (self.areas, self.devices, self.principals)
+        self.position = 0
+        super().__init__(env=es_env)
+        self._catch_up()
+
+    # -- persistence wiring --------------------------------------------------------------------
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcodings.register_all(transcoder)
+
+    def _catch_up(self) -> None:
+        """Replay the projections' topics from the notification log (start-up, or other writers)."""
+        topics = sorted({t for p in self._projections for t in p.topics})
+        while True:
+            batch = self.recorder.select_notifications(
+                start=self.position + 1, limit=5000, topics=topics, inclusive_of_start=True
+            )
+            if not batch:
+                break
+            for n in batch:
+                event = self.mapper.to_domain_event(n)
+                for p in self._projections:
+                    p.apply(n.topic, event)
+            self.position = batch[-1].id
+
+    def refresh(self) -> None:
+        """Apply events that other processes have recorded since this one last looked."""
+        self._catch_up()
+
+    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        for r in recordings:
+            topic = r.notification.topic
+            for p in self._projections:
+                p.apply(topic, r.domain_event)
+            self.position = max(self.position, r.notification.id)
+
+    def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
+        try:
+            agg = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"no {what} with id {aggregate_id}") from None
+        if not isinstance(agg, cls):
+            raise NotFound(f"{aggregate_id} is not a {what}")
+        return agg
+
+    def _save_new(self, *aggregates: TcsAggregate, what: str) -> None:
+        try:
+            self.save(*aggregates)
+        except IntegrityError:
+            raise AlreadyExists(f"{what} already exists") from None
+
+    # -- authorisation -------------------------------------------------------------------------
+
+    def authorise(
+        self,
+        actor: Actor,
+        role: Role,
+        area_ids: Iterable[UUID | None],
+        *,
+        permissions: Iterable[Permission] = (),
+        at: date | datetime | None = None,
+    ) -> None:
+        """Raise PermissionDenied unless ``actor`` holds ``role`` over every area (None: all)."""
+        if isinstance(actor, SystemActor):
+            return
+        p = self.principals.get(actor)
+        if p is None:
+            raise PermissionDenied(f"unknown principal {actor!r}")
+        if p.disabled:
+            raise PermissionDenied(f"principal {actor!r} is disabled")
+        day = self.areas.day(at if at is not None else _now())
+        grants = p.roles_over(role)
+        for aid in area_ids:
+            if not any(self._covers(g, aid, day) for g in grants):
+                where = "every area" if aid is None else self._describe(aid, day)
+                raise PermissionDenied(f"{actor} needs the {role.value} role over {where}")
+        missing = [x.value for x in permissions if x not in p.permissions]
+        if missing:
+            raise PermissionDenied(f"{actor} needs the {', '.join(missing)} permission")
+
+    def _covers(self, grant: RoleGrant, area: UUID | None, day: date) -> bool:
+        if grant.area_id is None:
+            return True
+        if area is None:
+            return False
+        return self.areas.is_within(area, grant.area_id, day)
+
+    def _describe(self, aid: UUID, day: date) -> str:
+        v = self.areas.version_at(aid, day)
+        return f"area {v.code} ({v.name})" if v else f"area {aid}"
+
+    def _area(self, code: str, at: date | datetime | None = None) -> AreaVersion:
+        if not isinstance(code, str) or not code:
+            raise ValidationError("area", "give an area code")
+        return self.areas.resolve(code, at if at is not None else _now())
+
+    # -- principals ----------------------------------------------------------------------------
+
+    def bootstrap_admin(self, username: str, display_name: str = "") -> UUID:
+        """Create the first administrator (admin over every area, both special permissions).
+
+        Refused once any principal exists: after that, admins create principals.
+        """
+        validate_username(username)
+        if len(self.principals):
+            raise InvalidTransition("principals exist already; ask an admin to create accounts")
+        p = Principal(
+            username=username,
+            display_name=display_name or username,
+            grants=[RoleGrant(Role.ADMIN)],
+            permissions=sorted(Permission),
+            actor=str(SYSTEM),
+        )
+        self._save_new(p, what=f"principal {username}")
+        return p.id
+
+    def create_principal(
+        self,
+        username: str,
+        *,
+        grants: Sequence[tuple[Role | str, str | None]] = (),
+        permissions: Iterable[Permission | str] = (),
+        display_name: str = "",
+        actor: Actor,
+    ) -> UUID:
+        """Create an account with roles over area codes (None: every area)."""
+        validate_username(username)
+        role_grants = [self._grant(role, code) for role, code in grants]
+        perms = sorted({Permission(x) for x in permissions})
+        self.authorise(actor, Role.ADMIN, [g.area_id for g in role_grants] or [None])
+        self.authorise(actor, Role.ADMIN, [], permissions=perms)
+        if self.principals.get(username) is not None:
+            raise AlreadyExists(f"principal {username} already exists")
+        p = Principal(
+            username=username,
+            display_name=display_name or username,
+            grants=role_grants,
+            permissions=perms,
+            actor=actor,
+        )
+        self._save_new(p, what=f"principal {username}")
+        return p.id
+
+    def _grant(self, role: Role | str, code: str | None) -> RoleGrant:
+        try:
+            r = Role(role)
+        except ValueError:
+            raise ValidationError("role", f"{role!r} is not one of {[x.value for x in Role]}") from None
+        return RoleGrant(r, None if code is None else self._area(code).area_id)
+
+    def grant_role(self, username: str, role: Role | str, area: str | None, actor: Actor) -> None:
+        """Give ``username`` a role over the area subtree ``area`` (None: every area)."""
+        g = self._grant(role, area)
+        self.authorise(actor, Role.ADMIN, [g.area_id])
+        p = self._get(Principal, principal_id(username), "principal")
+        p.grant(g, actor)
+        self.save(p)
+
+    def revoke_role(self, username: str, role: Role | str, area: str | None, actor: Actor) -> None:
+        """Take a role grant away."""
+        g = self._grant(role, area)
+        self.authorise(actor, Role.ADMIN, [g.area_id])
+        p = self._get(Principal, principal_id(username), "principal")
+        p.revoke(g, actor)
+        self.save(p)
+
+    def allow_permission(self, username: str, permission: Permission | str, actor: Actor) -> None:
+        """Give a special permission; only an admin who holds it may give it."""
+        perm = Permission(permission)
+        self.authorise(actor, Role.ADMIN, [None], permissions=[perm])
+        p = self._get(Principal, principal_id(username), "principal")
+        p.allow(perm, actor)
+        self.save(p)
+
+    def disable_principal(self, username: str, reason: str, actor: Actor) -> None:
+        """Disable an account."""
+        p = self._get(Principal, principal_id(username), "principal")
+        self.authorise(actor, Role.ADMIN, [g.area_id for g in p.grants] or [None])
+        p.disable(reason, actor)
+        self.save(p)
+
+    # -- areas ---------------------------------------------------------------------------------
+
+    def create_area(
+        self,
+        code: str,
+        name: str,
+        kind: AreaKind | str,
+        *,
+        parent: str | None,
+        effective: date,
+        actor: Actor,
+    ) -> UUID:
+        """Create an area under ``parent`` (a code valid on ``effective``; None: a root)."""
+        effective = as_date(effective)
+        area = self._new_area(code, name, kind, parent, effective, actor)
+        self._save_new(area, what=f"area {code} effective {effective.isoformat()}")
+        return area.id
+
+    def _new_area(
+        self, code: str, name: str, kind: AreaKind | str, parent: str | None, effective: date,
+        actor: Actor,
+    ) -> Area:
+        if not isinstance(code, str) or not code.strip() or len(code) > 32:
+            raise ValidationError("code", "give a code of 1-32 characters")
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise ValidationError("name", "give a name of 1-200 characters")
+        try:
+            k = AreaKind(kind)
+        except ValueError:
+            raise ValidationError("kind", f"{kind!r} is not one of {[x.value for x in AreaKind]}") from None
+        parent_v = None if parent is None else self._area(parent, effective)
+        self.authorise(actor, Role.ADMIN, [parent_v.area_id if parent_v else None], at=effective)
+        try:
+            holder = self.areas.resolve(code, effective)
+        except UnknownArea:
+            holder = None
+        if holder is not None:
+            raise AlreadyExists(
+                f"code {code} is held by {holder.name} on {effective.isoformat()}; "
+                "end that area first (merge, split or dissolve) or pick another code"
+            )
+        return Area(
+            code=code,
+            name=name.strip(),
+            kind=k,
+            parent_id=parent_v.area_id if parent_v else None,
+            effective=effective,
+            actor=actor,
+        )
+
+    def _load_area(self, code: str, at: date) -> Area:
+        return self._get(Area, self._area(code, at).area_id, "area")
+
+    def _area_admin(self, area: Area, at: date, actor: Actor) -> None:
+        self.authorise(actor, Role.ADMIN, [area.parent_id if area.parent_id else None], at=at)
+
+    def rename_area(self, code: str, name: str, *, effective: date, actor: Actor) -> None:
+        """Rename the area holding ``code`` from ``effective`` on."""
+        effective = as_date(effective)
+        if not name or not name.strip():
+            raise ValidationError("name", "must not be empty")
+        area = self._load_area(code, effective)
+        self._area_admin(area, effective, actor)
+        area.rename(name.strip(), effective, actor)
+        self.save(area)
+
+    def move_area(self, code: str, parent: str | None, *, effective: date, actor: Actor) -> None:
+        """Re-attach the area to ``parent`` from ``effective`` on."""
+        effective = as_date(effective)
+        area = self._load_area(code, effective)
+        new_parent = None if parent is None else self._area(parent, effective).area_id
+        if new_parent is not None and self.areas.is_within(new_parent, area.id, effective):
+            raise InvalidTransition(f"moving {code} under {parent} would make a cycle")
+        self._area_admin(area, effective, actor)
+        self.authorise(actor, Role.ADMIN, [new_parent], at=effective)
+        area.move(new_parent, effective, actor)
+        self.save(area)
+
+    def merge_areas(
+        self, codes: Sequence[str], *, into: str, effective: date, actor: Actor
+    ) -> None:
+        """End each area in ``codes``: its territory joins ``into`` (which must exist then)."""
+        effective = as_date(effective)
+        target = self._area(into, effective)
+        areas = [self._load_area(c, effective) for c in codes]
+        if not areas:
+            raise ValidationError("codes", "name at least one area to merge")
+        for a in areas:
+            self._area_admin(a, effective, actor)
+            a.merge_into(target.area_id, effective, actor)
+        self.save(*areas)
+
+    def split_area(self, code: str, *, into: Sequence[str], effective: date, actor: Actor) -> None:
+        """End the area: its territory is shared among ``into`` (which must exist then)."""
+        effective = as_date(effective)
+        targets = tuple(self._area(c, effective).area_id for c in into)
+        area = self._load_area(code, effective)
+        self._area_admin(area, effective, actor)
+        area.split_into(targets, effective, actor)
+        self.save(area)
+
+    def dissolve_area(self, code: str, *, effective: date, actor: Actor) -> None:
+        """End the area with no successor."""
+        effective = as_date(effective)
+        area = self._load_area(code, effective)
+        self._area_admin(area, effective, actor)
+        area.dissolve(effective, actor)
+        self.save(area)
+
+    def area(self, code: str, at: date | datetime | None = None) -> AreaVersion:
+        """The area holding ``code`` on ``at`` (default: now)."""
+        return self._area(code, at)
+
+    def subtree(self, code: str, at: date | datetime | None = None) -> list[AreaVersion]:
+        """The area and its descendants on ``at``."""
+        at = at if at is not None else _now()
+        return self.areas.subtree(self._area(code, at).area_id, at)
+
+    def communes(self, code: str, at: date | datetime | None = None) -> list[AreaVersion]:
+        """Commune-level units (xã, phường, thị trấn, đặc khu) within ``code`` on ``at``."""
+        return [v for v in self.subtree(code, at) if v.kind.is_commune_level]
+
+    def ancestors(self, code: str, at: date | datetime | None = None) -> list[AreaVersion]:
+        """Parent, grandparent, ... of ``code`` on ``at``."""
+        at = at if at is not None else _now()
+        return self.areas.ancestors(self._area(code, at).area_id, at)
+
+    def successors(
+        self, code: str, at: date | datetime, as_of: date | datetime | None = None
+    ) -> list[AreaVersion]:
+        """Where the territory of the area holding ``code`` on ``at`` lies on ``as_of``."""
+        return self.areas.successors(self._area(code, at).area_id, as_of)
+
+    # -- devices -------------------------------------------------------------------------------
+
+    def register_device(
+        self,
+        name: str,
+        kind: DeviceKind | str,
+        *,
+        area: str,
+        transport: str,
+        address: str,
+        channels: Iterable[Channel | str],
+        settings: Mapping[str, Any] | None = None,
+        groups: Iterable[str] = (),
+        actor: Actor,
+    ) -> UUID:
+        """Register a device in an area; secrets in ``settings`` only as ``env:NAME``."""
+        if not name or not name.strip():
+            raise ValidationError("name", "give the device a name")
+        try:
+            k = DeviceKind(kind)
+            chans = sorted({Channel(c) for c in channels})
+        except ValueError as exc:
+            raise ValidationError("device", str(exc)) from None
+        if not chans:
+            raise ValidationError("channels", "a device serves at least one channel")
+        if not transport or not address:
+            raise ValidationError("transport", "give the transport name and the device address")
+        a = self._area(area)
+        self.authorise(actor, Role.ADMIN, [a.area_id])
+        d = Device(
+            name=name.strip(),
+            kind=k,
+            area_id=a.area_id,
+            transport=transport,
+            address=address,
+            settings=validate_settings(settings or {}),
+            channels=chans,
+            groups=sorted(set(groups)),
+            actor=actor,
+        )
+        self.save(d)
+        return d.id
+
+    def device(self, device_id: UUID) -> Device:
+        """The Device aggregate."""
+        return self._get(Device, device_id, "device")
+
+    def set_device_status(
+        self,
+        device_id: UUID,
+        status: DeviceStatus | str,
+        reason: str = "",
+        *,
+        at: datetime | None = None,
+        actor: Actor = SYSTEM,
+    ) -> bool:
+        """Record a status transition (online/offline/fault/maintenance); False if unchanged."""
+        d = self.device(device_id)
+        self.authorise(actor, Role.OPERATOR, [d.area_id])
+        try:
+            st = DeviceStatus(status)
+        except ValueError:
+            raise ValidationError("status", f"{status!r} is not a device status") from None
+        changed = d.set_status(st, reason, at if at is not None else _now(), actor)
+        if changed:
+            self.save(d)
+        return changed
+
+    def decommission_device(self, device_id: UUID, reason: str, actor: Actor) -> None:
+        """Take a device out of service for good."""
+        d = self.device(device_id)
+        self.authorise(actor, Role.ADMIN, [d.area_id])
+        d.decommission(reason, actor)
+        self.save(d)
+
+    def liveness_tracker(self, timeout: timedelta = timedelta(minutes=3)) -> LivenessTracker:
+        """A tracker that records heartbeat-driven transitions as device status events."""
+
+        def record(device_id: UUID, status: DeviceStatus, reason: str, at: datetime) -> None:
+            self.set_device_status(device_id, status, reason, at=at, actor=SYSTEM)
+
+        return LivenessTracker(timeout, record)
+
+    # -- stations and facilities ---------------------------------------------------------------
+
+    def register_station(
+        self,
+        name: str,
+        *,
+        area: str,
+        kind: StationKind | str,
+        commissioned_year: int,
+        condition: Condition | str = Condition.GOOD,
+        reaches_villages: bool = True,
+        effective: date,
+        actor: Actor,
+    ) -> UUID:
+        """Register a commune radio station (wired, FM or IP)."""
+        effective = as_date(effective)
+        a = self._area(area, effective)
+        self.authorise(actor, Role.ADMIN, [a.area_id], at=effective)
+        try:
+            k, c = StationKind(kind), Condition(condition)
+        except ValueError as exc:
+            raise ValidationError("station", str(exc)) from None
+        s = Station(
+            name=name,
+            area_id=a.area_id,
+            kind=k,
+            commissioned_year=Station.check_year(commissioned_year),
+            condition=c,
+            reaches_villages=bool(reaches_villages),
+            effective=effective,
+            actor=actor,
+        )
+        self.save(s)
+        return s.id
+
+    def station(self, station_id: UUID) -> Station:
+        """The Station aggregate."""
+        return self._get(Station, station_id, "station")
+
+    def convert_station(self, station_id: UUID, *, effective: date, actor: Actor) -> None:
+        """Record a wired/FM station's conversion to IP."""
+        s = self.station(station_id)
+        self.authorise(actor, Role.ADMIN, [s.area_id])
+        s.convert_to_ip(as_date(effective), actor)
+        self.save(s)
+
+    def assess_station(
+        self,
+        station_id: UUID,
+        condition: Condition | str,
+        *,
+        reaches_villages: bool,
+        effective: date,
+        actor: Actor,
+    ) -> None:
+        """Record a station's condition and reach."""
+        s = self.station(station_id)
+        self.authorise(actor, Role.ADMIN, [s.area_id])
+        s.change_condition(Condition(condition), reaches_villages, as_date(effective), actor)
+        self.save(s)
+
+    def establish_facility(
+        self, name: str, kind: FacilityKind | str, *, area: str, effective: date, actor: Actor
+    ) -> UUID:
+        """Record a website, e-board, district board or source system."""
+        effective = as_date(effective)
+        a = self._area(area, effective)
+        self.authorise(actor, Role.ADMIN, [a.area_id], at=effective)
+        try:
+            k = FacilityKind(kind)
+        except ValueError as exc:
+            raise ValidationError("kind", str(exc)) from None
+        f = Facility(name=name, kind=k, area_id=a.area_id, effective=effective, actor=actor)
+        self.save(f)
+        return f.id
+
+    def facility(self, facility_id: UUID) -> Facility:
+        """The Facility aggregate."""
+        return self._get(Facility, facility_id, "facility")
+
+    def connect_facility(self, facility_id: UUID, *, effective: date, actor: Actor) -> None:
+        """Record a facility's connection to the provincial source system."""
+        f = self.facility(facility_id)
+        self.authorise(actor, Role.ADMIN, [f.area_id])
+        f.connect(as_date(effective), actor)
+        self.save(f)
+
+    # -- broadcasts ----------------------------------------------------------------------------
+
+    def _broadcast_fields(
+        self,
+        title: str,
+        category: Category | str,
+        priority: Priority | str,
+        content: Mapping[Any, ContentVariant],
+        targets: Targets,
+        schedule: ScheduleSpec,
+        preemption: Preemption | None,
+    ) -> dict[str, Any]:
+        try:
+            cat, prio = Category(category), Priority(priority)
+        except ValueError as exc:
+            raise ValidationError("broadcast", str(exc)) from None
+        if not isinstance(targets, Targets):
+            raise ValidationError("targets", "give a Targets value")
+        if not isinstance(schedule, ScheduleSpec):
+            raise ValidationError("schedule", "give a ScheduleSpec value")
+        variants = check_content(content, targets)
+        area_ids = [self._area(code).area_id for code in targets.areas]
+        return {
+            "title": Broadcast.check_title(title),
+            "category": cat,
+            "priority": prio,
+            "content": variants,
+            "targets": targets,
+            "target_area_ids": area_ids,
+            "schedule": schedule,
+            "preemption": preemption or Preemption.for_priority(prio),
+        }
+
+    def draft_broadcast(
+        self,
+        title: str,
+        *,
+        category: Category | str,
+        priority: Priority | str = Priority.NORMAL,
+        content: Mapping[Any, ContentVariant],
+        targets: Targets,
+        schedule: ScheduleSpec,
+        preemption: Preemption | None = None,
+        actor: Actor,
+    ) -> UUID:
+        """Draft a broadcast; the author needs the operator role over every target area."""
+        fields = self._broadcast_fields(
+            title, category, priority, content, targets, schedule, preemption
+        )
+        self.authorise(actor, Role.OPERATOR, fields["target_area_ids"])
+        b = Broadcast(**fields, actor=actor)
+        self.save(b)
+        return b.id
+
+    def broadcast(self, broadcast_id: UUID) -> Broadcast:
+        """The Broadcast aggregate."""
+        return self._get(Broadcast, broadcast_id, "broadcast")
+
+    def revise_broadcast(
+        self,
+        broadcast_id: UUID,
+        *,
+        title: str,
+        category: Category | str,
+        priority: Priority | str,
+        content: Mapping[Any, ContentVariant],
+        targets: Targets,
+        schedule: ScheduleSpec,
+        preemption: Preemption | None = None,
+        actor: Actor,
+    ) -> None:
+        """Replace a draft's (or a rejected broadcast's) fields."""
+        b = self.broadcast(broadcast_id)
+        fields = self._broadcast_fields(
+            title, category, priority, content, targets, schedule, preemption
+        )
+        self.authorise(actor, Role.OPERATOR, [*b.target_area_ids, *fields["target_area_ids"]])
+        b.revise(**fields, actor=actor)
+        self.save(b)
+
+    def _special(self, b: Broadcast) -> list[Permission]:
+        needed = []
+        if b.priority is Priority.EMERGENCY:
+            needed.append(Permission.EMERGENCY)
+        if Channel.SMS in b.targets.channels:
+            needed.append(Permission.SMS_SENDER)
+        return needed
+
+    def submit_broadcast(self, broadcast_id: UUID, actor: Actor) -> None:
+        """Send a draft for approval (emergency and SMS need their permissions)."""
+        b = self.broadcast(broadcast_id)
+        self.authorise(actor, Role.OPERATOR, b.target_area_ids, permissions=self._special(b))
+        b.submit(actor)
+        self.save(b)
+
+    def approve_broadcast(self, broadcast_id: UUID, actor: Actor) -> None:
+        """Approve: a second person, approver over every target area, with any special permission."""
+        b = self.broadcast(broadcast_id)
+        self.authorise(actor, Role.APPROVER, b.target_area_ids, permissions=self._special(b))
+        b.approve(actor)
+        self.save(b)
+
+    def reject_broadcast(self, broadcast_id: UUID, reason: str, actor: Actor) -> None:
+        """Send a submitted broadcast back to its author with a reason."""
+        b = self.broadcast(broadcast_id)
+        self.authorise(actor, Role.APPROVER, b.target_area_ids)
+        b.reject(reason, actor)
+        self.save(b)
+
+    def cancel_broadcast(self, broadcast_id: UUID, reason: str, actor: Actor) -> None:
+        """Withdraw a broadcast; no further occurrence is dispatched."""
+        b = self.broadcast(broadcast_id)
+        self.authorise(actor, Role.OPERATOR, b.target_area_ids)
+        b.cancel(reason, actor)
+        self.save(b)
+
+    def mark_scheduled(self, broadcast_id: UUID, actor: Actor = SYSTEM) -> None:
+        """Record that the scheduler has taken the approved broadcast."""
+        b = self.broadcast(broadcast_id)
+        self.authorise(actor, Role.OPERATOR, b.target_area_ids)
+        b.mark_scheduled(actor)
+        self.save(b)
+
+    def expire_broadcast(self, broadcast_id: UUID, actor: Actor = SYSTEM) -> None:
+        """Record that the broadcast is past its validity."""
+        b = self.broadcast(broadcast_id)
+        self.authorise(actor, Role.OPERATOR, b.target_area_ids)
+        b.expire(actor)
+        self.save(b)
+
+    # -- dispatches ----------------------------------------------------------------------------
+
+    def new_dispatch(
+        self,
+        broadcast: Broadcast,
+        occurrence: datetime,
+        device_ids: Iterable[UUID],
+        unmatched: Iterable[UUID] = (),
+        actor: Actor = SYSTEM,
+    ) -> Dispatch:
+        """An unsaved Dispatch for one occurrence of a live broadcast (save many at once)."""
+        if not broadcast.is_live:
+            raise InvalidTransition(
+                f"broadcast {broadcast.id} is {broadcast.status.value}; only approved or "
+                "scheduled broadcasts are dispatched"
+            )
+        return Dispatch(
+            **Dispatch.start_args(
+                broadcast.id, occurrence, broadcast.priority, device_ids, unmatched
+            ),
+            actor=actor,
+        )
+
+    def start_dispatch(
+        self,
+        broadcast_id: UUID,
+        occurrence: datetime,
+        device_ids: Iterable[UUID],
+        unmatched: Iterable[UUID] = (),
+        actor: Actor = SYSTEM,
+    ) -> UUID:
+        """Durably start the dispatch of one occurrence; DispatchExists if it already started."""
+        b = self.broadcast(broadcast_id)
+        self.authorise(actor, Role.OPERATOR, b.target_area_ids)
+        d = self.new_dispatch(b, occurrence, device_ids, unmatched, actor)
+        try:
+            self.save(d)
+        except IntegrityError:
+            raise DispatchExists(
+                f"occurrence {as_utc(occurrence).isoformat()} of broadcast {broadcast_id} was "
+                f"already dispatched (dispatch {d.id})"
+            ) from None
+        return d.id
+
+    def dispatch(self, dispatch_id_: UUID) -> Dispatch:
+        """The Dispatch aggregate."""
+        return self._get(Dispatch, dispatch_id_, "dispatch")
+
+    def dispatch_of(self, broadcast_id: UUID, occurrence: datetime) -> Dispatch | None:
+        """The dispatch of that occurrence, if it was started."""
+        try:
+            return self.dispatch(dispatch_id(broadcast_id, occurrence))
+        except NotFound:
+            return None
+
+    def record_outcomes(
+        self, dispatch_id_: UUID, outcomes: Sequence[DeliveryOutcome], actor: Actor = SYSTEM
+    ) -> None:
+        """Record a batch of delivery outcomes as one event."""
+        d = self.dispatch(dispatch_id_)
+        d.record_outcomes(outcomes, str(actor))
+        self.save(d)
+
+    def complete_dispatch(
+        self, dispatch_id_: UUID, at: datetime | None = None, actor: Actor = SYSTEM
+    ) -> None:
+        """Close a dispatch."""
+        d = self.dispatch(dispatch_id_)
+        d.complete(at if at is not None else _now(), str(actor))
+        self.save(d)
+
+    # -- feedback ------------------------------------------------------------------------------
+
+    def receive_feedback(
+        self,
+        text: str,
+        *,
+        channel: FeedbackChannel | str,
+        sender_ref: str,
+        area: str | None = None,
+        received_at: datetime | None = None,
+        due_in: timedelta = timedelta(days=7),
+        source_ref: str | None = None,
+        actor: Actor = SYSTEM,
+    ) -> UUID:
+        """Take in a citizen's feedback; the same ``source_ref`` twice is taken in once."""
+        if not text or not text.strip() or len(text) > 5000:
+            raise ValidationError("text", "feedback text must be 1-5000 characters")
+        if not sender_ref:
+            raise ValidationError("sender_ref", "say who sent it (a number or account reference)")
+        try:
+            ch = FeedbackChannel(channel)
+        except ValueError as exc:
+            raise ValidationError("channel", str(exc)) from None
+        at = as_utc(received_at if received_at is not None else _now(), "received_at")
+        a = None if area is None else self._area(area, at).area_id
+        fb = Feedback(
+            channel=ch,
+            area_id=a,
+            sender_ref=sender_ref,
+            text=text.strip(),
+            received_at=at,
+            due=self.areas.day(at + due_in),
+            source_ref=source_ref,
+            actor=actor,
+        )
+        try:
+            self.save(fb)
+        except IntegrityError:
+            if source_ref is None:
+                raise
+        return fb.id
+
+    def feedback(self, feedback_id: UUID) -> Feedback:
+        """The Feedback aggregate."""
+        return self._get(Feedback, feedback_id, "feedback")
+
+    def _feedback_scope(self, fb: Feedback) -> list[UUID | None]:
+        return [fb.area_id]
+
+    def assign_feedback(self, feedback_id: UUID, assignee: str, actor: Actor) -> None:
+        """Hand a feedback item to someone to handle."""
+        fb = self.feedback(feedback_id)
+        self.authorise(actor, Role.OPERATOR, self._feedback_scope(fb))
+        if self.principals.get(assignee) is None:
+            raise NotFound(f"no principal {assignee!r}")
+        fb.assign(assignee, actor)
+        self.save(fb)
+
+    def answer_feedback(self, feedback_id: UUID, text: str, actor: Actor) -> None:
+        """Record the answer given to the citizen."""
+        if not text or not text.strip():
+            raise ValidationError("text", "the answer must not be empty")
+        fb = self.feedback(feedback_id)
+        self.authorise(actor, Role.OPERATOR, self._feedback_scope(fb))
+        fb.respond(text.strip(), _now(), actor)
+        self.save(fb)
+
+    def close_feedback(self, feedback_id: UUID, actor: Actor) -> None:
+        """Close a handled feedback item."""
+        fb = self.feedback(feedback_id)
+        self.authorise(actor, Role.OPERATOR, self._feedback_scope(fb))
+        fb.close(_now(), actor)
+        self.save(fb)
+
+    # -- misc ----------------------------------------------------------------------------------
+
+    def save_in_batches(self, aggregates: Iterable[TcsAggregate], size: int = 1000) -> int:
+        """Save aggregates ``size`` per transaction; returns how many were saved."""
+        n = 0
+        it = iter(aggregates)
+        while chunk := list(itertools.islice(it, size)):
+            self.save(*chunk)
+            n += len(chunk)
+        return n
+
+    def aggregate_ids(self) -> list[UUID]:
+        """Ids of every aggregate with events in the store (for audits and tests)."""
+        seen: dict[UUID, None] = {}
+        start = 1
+        while True:
+            batch = self.recorder.select_notifications(start, 5000)
+            if not batch:
+                return list(seen)
+            for n in batch:
+                seen.setdefault(cast(UUID, n.originator_id), None)
+            start = batch[-1].id + 1

@@ -1,0 +1,161 @@
+"""Deployment settings: where events are stored, and the default zone.
+
+A deployment is described by ``tcs.toml``; every setting has a default, so ``Settings()`` (embedded
+SQLite file ``tcs.sqlite`` in the working directory) works with no file at all. Secrets are never
+read from the file: a PostgreSQL password comes from the environment variable the file names.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import attrs
+
+from tcs_core.domain.values import DEFAULT_ZONE, _zone
+from tcs_core.errors import ValidationError
+
+__all__ = ["Persistence", "Settings"]
+
+Persistence = Literal["popo", "sqlite", "postgres"]
+_KINDS = ("popo", "sqlite", "postgres")
+
+
+def _persistence(value: str) -> Persistence:
+    if value not in _KINDS:
+        raise ValidationError("persistence", f"{value!r} is not one of {', '.join(_KINDS)}")
+    return value  # type: ignore[return-value]
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValidationError(attribute.name, "must be positive")
+
+
+@attrs.frozen
+class Settings:
+    """Persistence and defaults for one deployment."""
+
+    persistence: Persistence = attrs.field(default="sqlite", converter=_persistence)
+    sqlite_path: str = "tcs.sqlite"
+    sqlite_lock_timeout_s: float = attrs.field(default=30.0, validator=_positive)
+    postgres_dsn: str | None = None
+    postgres_password_env: str = "TCS_POSTGRES_PASSWORD"  # noqa: S105 (a variable name)
+    postgres_schema: str | None = None
+    postgres_pool_size: int = attrs.field(default=5, validator=_positive)
+    zone: str = attrs.field(default=DEFAULT_ZONE, converter=_zone)
+
+    def __attrs_post_init__(self) -> None:
+        if self.persistence == "postgres":
+            if not self.postgres_dsn:
+                raise ValidationError("postgres_dsn", "set it to postgresql://user@host:port/db")
+            parts = urlsplit(self.postgres_dsn)
+            if parts.scheme not in ("postgres", "postgresql"):
+                raise ValidationError("postgres_dsn", "must start with postgresql://")
+            if parts.password:
+                raise ValidationError(
+                    "postgres_dsn",
+                    "contains a password; remove it and set the environment variable named by "
+                    f"postgres_password_env ({self.postgres_password_env}) instead",
+                )
+
+    # -- constructors --------------------------------------------------------------------------
+
+    @classmethod
+    def in_memory(cls, **kwargs: Any) -> Settings:
+        """Events kept in memory only (tests, simulations)."""
+        return cls(persistence="popo", **kwargs)
+
+    @classmethod
+    def sqlite(cls, path: str | os.PathLike[str], **kwargs: Any) -> Settings:
+        """Embedded SQLite file at ``path``."""
+        return cls(persistence="sqlite", sqlite_path=os.fspath(path), **kwargs)
+
+    @classmethod
+    def postgres(cls, dsn: str, **kwargs: Any) -> Settings:
+        """PostgreSQL at ``dsn`` (no password in it: see ``postgres_password_env``)."""
+        return cls(persistence="postgres", postgres_dsn=dsn, **kwargs)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> Settings:
+        """Read the ``[persistence]`` and ``[defaults]`` tables of a ``tcs.toml`` file."""
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValidationError("config", f"no such file: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValidationError("config", f"{path} is not valid TOML: {exc}") from None
+        known = {"persistence", "defaults", "transports", "areas", "server"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValidationError("config", f"unknown table(s) {unknown} in {path}")
+        p = dict(data.get("persistence", {}))
+        kwargs: dict[str, Any] = {}
+        mapping = {
+            "kind": "persistence",
+            "sqlite_path": "sqlite_path",
+            "sqlite_lock_timeout_s": "sqlite_lock_timeout_s",
+            "postgres_dsn": "postgres_dsn",
+            "postgres_password_env": "postgres_password_env",
+            "postgres_schema": "postgres_schema",
+            "postgres_pool_size": "postgres_pool_size",
+        }
+        for key, value in p.items():
+            if key not in mapping:
+                raise ValidationError(f"persistence.{key}", f"unknown setting in {path}")
+            kwargs[mapping[key]] = value
+        if "sqlite_path" in kwargs and not Path(kwargs["sqlite_path"]).is_absolute():
+            kwargs["sqlite_path"] = str(Path(path).parent / kwargs["sqlite_path"])
+        defaults = data.get("defaults", {})
+        if "zone" in defaults:
+            kwargs["zone"] = defaults["zone"]
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ValidationError("config", f"{path}: {exc}") from None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """``TCS_CONFIG`` (a tcs.toml path), else ``TCS_PERSISTENCE`` / ``TCS_SQLITE_PATH`` /
+        ``TCS_POSTGRES_DSN``, else the defaults."""
+        env = os.environ if environ is None else environ
+        if env.get("TCS_CONFIG"):
+            return cls.from_toml(env["TCS_CONFIG"])
+        kwargs: dict[str, Any] = {}
+        if env.get("TCS_PERSISTENCE"):
+            kwargs["persistence"] = env["TCS_PERSISTENCE"]
+        if env.get("TCS_SQLITE_PATH"):
+            kwargs["sqlite_path"] = env["TCS_SQLITE_PATH"]
+        if env.get("TCS_POSTGRES_DSN"):
+            kwargs["postgres_dsn"] = env["TCS_POSTGRES_DSN"]
+        return cls(**kwargs)
+
+    # -- eventsourcing environment ---------------------------------------------------------------
+
+    def eventsourcing_env(self, environ: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment variables eventsourcing reads to build the recorder."""
+        if self.persistence == "popo":
+            return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+        if self.persistence == "sqlite":
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": self.sqlite_path,
+                "SQLITE_LOCK_TIMEOUT": str(int(self.sqlite_lock_timeout_s)),
+            }
+        env = os.environ if environ is None else environ
+        parts = urlsplit(self.postgres_dsn or "")
+        out = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": env.get(self.postgres_password_env, ""),
+            "POSTGRES_POOL_SIZE": str(self.postgres_pool_size),
+        }
+        if self.postgres_schema:
+            out["POSTGRES_SCHEMA"] = self.postgres_schema
+        return out

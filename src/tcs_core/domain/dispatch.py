@@ -1,0 +1,170 @@
+"""The Dispatch aggregate: one occurrence of one broadcast, fanned out to a resolved device set.
+
+Its id is ``uuid5(broadcast_id, occurrence.isoformat())`` with the occurrence in UTC, so two workers
+that fire the same occurrence create the same aggregate and the event store lets exactly one win.
+Outcomes are recorded in batches (one event per batch, not per device) as compact rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from tcs_core.domain.base import TcsAggregate, as_uuid
+from tcs_core.domain.values import DeliveryOutcome, OutcomeStatus, Priority, as_utc
+from tcs_core.errors import InvalidTransition, ValidationError
+
+__all__ = ["Dispatch", "dispatch_id"]
+
+_FINAL = frozenset({OutcomeStatus.DELIVERED.value, OutcomeStatus.FAILED.value})
+
+
+def dispatch_id(broadcast_id: UUID, occurrence: datetime) -> UUID:
+    """Deterministic id of the dispatch of ``broadcast_id`` at ``occurrence`` (any zone)."""
+    return uuid.uuid5(broadcast_id, as_utc(occurrence, "occurrence").isoformat())
+
+
+class Dispatch(TcsAggregate):
+    """The fan-out of one occurrence; rows are ``[device hex, status, ISO time, reason]``."""
+
+    TOPIC = "tcs.dispatch"
+
+    @staticmethod
+    def create_id(broadcast_id: UUID, occurrence: datetime) -> UUID:
+        return dispatch_id(broadcast_id, occurrence)
+
+    @event("Created", topic="tcs.dispatch.started")
+    def __init__(
+        self,
+        *,
+        broadcast_id: UUID,
+        occurrence: datetime,
+        priority: Priority,
+        device_ids: list[str],
+        unmatched: list[str],
+        actor: str,
+    ) -> None:
+        self.broadcast_id = as_uuid(broadcast_id)
+        self.occurrence = occurrence
+        self.priority = Priority(priority)
+        self.device_ids = tuple(device_ids)
+        self._members = frozenset(self.device_ids)
+        self.unmatched = tuple(unmatched)
+        self.outcomes: dict[str, tuple[str, str, str]] = {}
+        self.preempted: dict[str, str] = {}
+        self.completed_at: datetime | None = None
+
+    def _normalise(self) -> None:
+        self.priority = Priority(self.priority)
+        self.device_ids = tuple(self.device_ids)
+        self._members = frozenset(self.device_ids)
+        self.unmatched = tuple(self.unmatched)
+        self.outcomes = {k: (v[0], v[1], v[2]) for k, v in self.outcomes.items()}
+
+    @staticmethod
+    def start_args(
+        broadcast_id: UUID,
+        occurrence: datetime,
+        priority: Priority,
+        device_ids: Iterable[UUID],
+        unmatched: Iterable[UUID] = (),
+    ) -> dict[str, Any]:
+        """Validated keyword arguments for ``Dispatch(...)``."""
+        ids = [d.hex for d in device_ids]
+        if len(set(ids)) != len(ids):
+            raise ValidationError("device_ids", "a device appears twice in the dispatch")
+        return {
+            "broadcast_id": broadcast_id,
+            "occurrence": as_utc(occurrence, "occurrence"),
+            "priority": Priority(priority),
+            "device_ids": ids,
+            "unmatched": sorted(d.hex for d in unmatched),
+        }
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def record_outcomes(self, outcomes: Sequence[DeliveryOutcome], actor: str) -> None:
+        """Record a batch of outcomes as one event; final outcomes (delivered/failed) are final."""
+        if self.completed_at is not None:
+            raise InvalidTransition(f"dispatch {self.id} is completed")
+        if not outcomes:
+            raise ValidationError("outcomes", "a batch needs at least one outcome")
+        rows: list[list[str]] = []
+        seen: set[str] = set()
+        members, current = self._members, self.outcomes
+        for o in outcomes:
+            key = o.device_id.hex
+            if key not in members:
+                raise InvalidTransition(f"device {o.device_id} is not part of dispatch {self.id}")
+            if key in seen:
+                raise ValidationError("outcomes", f"device {o.device_id} appears twice in a batch")
+            seen.add(key)
+            previous = current.get(key)
+            if previous is not None and previous[0] in _FINAL:
+                raise InvalidTransition(
+                    f"device {o.device_id} already has a final outcome ({previous[0]}) in "
+                    f"dispatch {self.id}; a delivered item is never delivered twice"
+                )
+            rows.append([key, o.status.value, o.at.isoformat(), o.reason])
+        self._outcomes_recorded(rows=rows, actor=actor)
+
+    def preempt(self, device_ids: Iterable[UUID], by: UUID, actor: str) -> None:
+        """Record that a higher-priority dispatch cut this one off on the given devices."""
+        keys = [d.hex for d in device_ids]
+        unknown = [k for k in keys if k not in self._members]
+        if unknown:
+            raise InvalidTransition(f"devices {unknown} are not part of dispatch {self.id}")
+        self._preempted(device_ids=keys, by=by, actor=actor)
+
+    def complete(self, at: datetime, actor: str) -> None:
+        """Close the dispatch; devices without a final outcome stay counted as undelivered."""
+        if self.completed_at is not None:
+            raise InvalidTransition(f"dispatch {self.id} is already completed")
+        self._completed(at=as_utc(at, "at"), actor=actor)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def outcome(self, device_id: UUID) -> DeliveryOutcome | None:
+        """The latest outcome recorded for a device, if any."""
+        row = self.outcomes.get(device_id.hex)
+        if row is None:
+            return None
+        return DeliveryOutcome(device_id, row[0], row[1], row[2])
+
+    def pending(self) -> list[UUID]:
+        """Devices with no final outcome yet (what a restart must re-deliver)."""
+        return [
+            UUID(k) for k in self.device_ids
+            if k not in self.outcomes or self.outcomes[k][0] not in _FINAL
+        ]
+
+    def counts(self) -> dict[str, int]:
+        """Number of devices per latest outcome status, plus ``pending``."""
+        out = {s.value: 0 for s in OutcomeStatus}
+        for status, _, _ in self.outcomes.values():
+            out[status] += 1
+        out["pending"] = len(self.device_ids) - len(self.outcomes)
+        return out
+
+    # -- events -------------------------------------------------------------------------------
+
+    @event("OutcomesRecorded", topic="tcs.dispatch.outcomes_recorded")
+    def _outcomes_recorded(self, rows: list[list[str]], actor: str) -> None:
+        outcomes = self.outcomes
+        for key, status, at, reason in rows:
+            outcomes[key] = (status, at, reason)
+
+    @event("Preempted", topic="tcs.dispatch.preempted")
+    def _preempted(self, device_ids: list[str], by: UUID, actor: str) -> None:
+        by_hex = as_uuid(by).hex
+        for k in device_ids:
+            self.preempted[k] = by_hex
+
+    @event("Completed", topic="tcs.dispatch.completed")
+    def _completed(self, at: datetime, actor: str) -> None:
+        self.completed_at = at
