@@ -19,7 +19,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 
 from tcs_core import transcodings
 from tcs_core.config import Settings
-from tcs_core.domain.area import Area, area_id
+from tcs_core.domain.area import Area
 from tcs_core.domain.base import TcsAggregate, as_date
 from tcs_core.domain.broadcast import Broadcast, check_content
 from tcs_core.domain.device import Device, LivenessTracker, validate_settings
@@ -146,7 +146,7 @@ class SourceSystem(Application[UUID]):
 
     def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
         try:
-            agg = self.repository.get(aggregate_id)
+            agg: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"no {what} with id {aggregate_id}") from None
         if not isinstance(agg, cls):
@@ -255,7 +255,9 @@ class SourceSystem(Application[UUID]):
         try:
             r = Role(role)
         except ValueError:
-            raise ValidationError("role", f"{role!r} is not one of {[x.value for x in Role]}") from None
+            raise ValidationError(
+                "role", f"{role!r} is not one of {[x.value for x in Role]}"
+            ) from None
         return RoleGrant(r, None if code is None else self._area(code).area_id)
 
     def grant_role(self, username: str, role: Role | str, area: str | None, actor: Actor) -> None:
@@ -308,7 +310,12 @@ class SourceSystem(Application[UUID]):
         return area.id
 
     def _new_area(
-        self, code: str, name: str, kind: AreaKind | str, parent: str | None, effective: date,
+        self,
+        code: str,
+        name: str,
+        kind: AreaKind | str,
+        parent: str | None,
+        effective: date,
         actor: Actor,
     ) -> Area:
         if not isinstance(code, str) or not code.strip() or len(code) > 32:
@@ -318,7 +325,9 @@ class SourceSystem(Application[UUID]):
         try:
             k = AreaKind(kind)
         except ValueError:
-            raise ValidationError("kind", f"{kind!r} is not one of {[x.value for x in AreaKind]}") from None
+            raise ValidationError(
+                "kind", f"{kind!r} is not one of {[x.value for x in AreaKind]}"
+            ) from None
         parent_v = None if parent is None else self._area(parent, effective)
         self.authorise(actor, Role.ADMIN, [parent_v.area_id if parent_v else None], at=effective)
         try:

@@ -99,9 +99,7 @@ def load_2025(app: SourceSystem, actor: Actor = SYSTEM) -> LoadReport:
     return _create(app, areadata.structure_2025(), REFORM_DATE, actor)
 
 
-def load_legacy(
-    app: SourceSystem, actor: Actor = SYSTEM, since: date = LEGACY_SINCE
-) -> LoadReport:
+def load_legacy(app: SourceSystem, actor: Actor = SYSTEM, since: date = LEGACY_SINCE) -> LoadReport:
     """Load the pre-2025 three-level structure, effective from ``since``."""
     app.authorise(actor, _Role.ADMIN, [None])
     return _create(app, areadata.structure_legacy(), since, actor)
@@ -132,13 +130,15 @@ def load_history(
         after = app.areas.version_at(old.area_id, REFORM_DATE)
         if after is None or after.valid_from == REFORM_DATE:
             continue  # ended or changed on the reform date: an earlier run applied it
-        agg = app.repository.get(old.area_id)
-        assert isinstance(agg, Area)
+        agg: Area | None = app.repository.get(old.area_id)
+        if not isinstance(agg, Area):
+            raise TypeError(f"{old.area_id} is not an area")
         if s.continues:
             (code,) = s.new_codes
             unit = new_units[code]
             parent = (
-                None if unit.parent_code is None
+                None
+                if unit.parent_code is None
                 else _successor_id(unit.parent_code, continuing, since)
             )
             if parent != old.parent_id:
@@ -152,7 +152,9 @@ def load_history(
         if not s.new_codes:
             agg.dissolve(REFORM_DATE, str(actor))
         elif len(s.new_codes) == 1:
-            agg.merge_into(_successor_id(s.new_codes[0], continuing, since), REFORM_DATE, str(actor))
+            agg.merge_into(
+                _successor_id(s.new_codes[0], continuing, since), REFORM_DATE, str(actor)
+            )
         else:
             agg.split_into(
                 tuple(_successor_id(c, continuing, since) for c in s.new_codes),

@@ -316,8 +316,14 @@ class DeviceIndex(Projection):
 
     def on_registered(self, e: Any) -> None:
         d = DeviceView(
-            e.originator_id, e.name, DeviceKind(e.kind), as_uuid(e.area_id), e.transport,
-            e.address, tuple(Channel(c) for c in e.channels), tuple(e.groups),
+            e.originator_id,
+            e.name,
+            DeviceKind(e.kind),
+            as_uuid(e.area_id),
+            e.transport,
+            e.address,
+            tuple(Channel(c) for c in e.channels),
+            tuple(e.groups),
         )
         self._devices[d.device_id] = d
         self._by_area[d.area_id].add(d.device_id)

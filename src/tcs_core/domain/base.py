@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, BaseAggregate, Snapshot
@@ -46,7 +46,7 @@ class TcsSnapshot(Snapshot):
         normalise = getattr(aggregate, "_normalise", None)
         if normalise is not None:
             normalise()
-        return cast(BaseAggregate[UUID], aggregate)
+        return aggregate
 
 
 register_topic(TcsSnapshot.TOPIC, TcsSnapshot)
@@ -63,8 +63,6 @@ class TcsAggregate(Aggregate):
 
     def _normalise(self) -> None:
         """Restore value types after a snapshot; subclasses override."""
-
-
 
 
 def norm_str_tuple(values: Any) -> tuple[str, ...]:

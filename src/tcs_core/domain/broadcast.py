@@ -49,7 +49,9 @@ def check_content(
     variants = _content_map(content)
     missing = [c.value for c in targets.channels if c not in variants]
     if missing:
-        raise ValidationError("content", f"no content for targeted channel(s): {', '.join(missing)}")
+        raise ValidationError(
+            "content", f"no content for targeted channel(s): {', '.join(missing)}"
+        )
     extra = [c.value for c in variants if c not in targets.channels]
     if extra:
         raise ValidationError("content", f"content for untargeted channel(s): {', '.join(extra)}")

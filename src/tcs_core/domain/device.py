@@ -125,7 +125,11 @@ class Device(TcsAggregate):
 
     @event("Configured", topic="tcs.device.configured")
     def _configured(
-        self, address: str, settings: dict[str, str], channels: list[Channel], groups: list[str],
+        self,
+        address: str,
+        settings: dict[str, str],
+        channels: list[Channel],
+        groups: list[str],
         actor: str,
     ) -> None:
         self.address = address
@@ -185,9 +189,7 @@ class LivenessTracker:
         """Report every online device unseen for longer than the timeout as offline."""
         now = as_utc(now, "now")
         with self._lock:
-            gone = [
-                d for d in self._online if now - self._last_seen[d] > self.timeout
-            ]
+            gone = [d for d in self._online if now - self._last_seen[d] > self.timeout]
             for d in gone:
                 self._online.discard(d)
         for d in gone:

@@ -139,7 +139,8 @@ class Dispatch(TcsAggregate):
     def pending(self) -> list[UUID]:
         """Devices with no final outcome yet (what a restart must re-deliver)."""
         return [
-            UUID(k) for k in self.device_ids
+            UUID(k)
+            for k in self.device_ids
             if k not in self.outcomes or self.outcomes[k][0] not in _FINAL
         ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsourcing.domain import event
@@ -17,8 +18,9 @@ __all__ = ["Facility", "Station"]
 class _Dated(TcsAggregate):
     """Common rule: changes are effective on dates that never go back in time."""
 
-    last_change: date
-    closed: date | None
+    if TYPE_CHECKING:  # declared for mypy only: eventsourcing reads class annotations as fields
+        last_change: date
+        closed: date | None
 
     def _check(self, effective: date, what: str) -> date:
         effective = as_date(effective)

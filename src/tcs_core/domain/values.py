@@ -335,7 +335,9 @@ def _zone(value: str) -> str:
     try:
         pytz.timezone(value)
     except pytz.UnknownTimeZoneError:
-        raise ValidationError("zone", f"unknown time zone {value!r} (e.g. {DEFAULT_ZONE!r})") from None
+        raise ValidationError(
+            "zone", f"unknown time zone {value!r} (e.g. {DEFAULT_ZONE!r})"
+        ) from None
     return value
 
 
@@ -424,15 +426,21 @@ def _content_map(value: Mapping[Any, ContentVariant]) -> dict[Channel, ContentVa
 # --------------------------------------------------------------------------------------------
 
 
+def _channels(values: Iterable[Any]) -> tuple[Channel, ...]:
+    return _enum_tuple(Channel)(values)  # type: ignore[no-any-return]
+
+
+def _device_kinds(values: Iterable[Any]) -> tuple[DeviceKind, ...]:
+    return _enum_tuple(DeviceKind)(values)  # type: ignore[no-any-return]
+
+
 @attrs.frozen
 class Targets:
     """Whom a broadcast is for: area codes (whole subtrees), channels, optional kind/group filters."""
 
     areas: tuple[str, ...] = attrs.field(converter=_str_tuple)
-    channels: tuple[Channel, ...] = attrs.field(converter=_enum_tuple(Channel))
-    device_kinds: tuple[DeviceKind, ...] = attrs.field(
-        default=(), converter=_enum_tuple(DeviceKind)
-    )
+    channels: tuple[Channel, ...] = attrs.field(converter=_channels)
+    device_kinds: tuple[DeviceKind, ...] = attrs.field(default=(), converter=_device_kinds)
     groups: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
 
     def __attrs_post_init__(self) -> None:
@@ -486,12 +494,16 @@ class ScheduleSpec:
     def __attrs_post_init__(self) -> None:
         if self.kind is ScheduleKind.CRON:
             if not self.cron or not croniter.is_valid(self.cron):
-                raise ValidationError("schedule.cron", f"not a valid cron expression: {self.cron!r}")
+                raise ValidationError(
+                    "schedule.cron", f"not a valid cron expression: {self.cron!r}"
+                )
             if self.instants:
                 raise ValidationError("schedule.instants", "a cron schedule takes no instants")
         else:
             if self.cron is not None:
-                raise ValidationError("schedule.cron", f"a {self.kind.value} schedule takes no cron")
+                raise ValidationError(
+                    "schedule.cron", f"a {self.kind.value} schedule takes no cron"
+                )
             if not self.instants:
                 raise ValidationError("schedule.instants", "name at least one instant")
             if self.kind is ScheduleKind.ONCE and len(self.instants) != 1:
