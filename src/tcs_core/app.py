@@ -60,7 +60,9 @@ from tcs_core.errors import (
 from tcs_core.projections import (
     AreaIndex,
     AreaVersion,
+    BroadcastIndex,
     DeviceIndex,
+    DispatchIndex,
     PrincipalIndex,
     Projection,
 )
@@ -107,7 +109,15 @@ class SourceSystem(Application[UUID]):
         self.areas = AreaIndex(self.settings.zone)
         self.devices = DeviceIndex()
         self.principals = PrincipalIndex()
-        self._projections: tuple[Projection, ...] = (self.areas, self.devices, self.principals)
+        self.broadcasts = BroadcastIndex()
+        self.dispatches = DispatchIndex()
+        self._projections: tuple[Projection, ...] = (
+            self.areas,
+            self.devices,
+            self.principals,
+            self.broadcasts,
+            self.dispatches,
+        )
         self.position = 0
         super().__init__(env=es_env)
         self._catch_up()
@@ -474,6 +484,50 @@ class SourceSystem(Application[UUID]):
         self.save(d)
         return d.id
 
+    def register_devices(
+        self, devices: Iterable[Mapping[str, Any]], *, actor: Actor, batch: int = 2000
+    ) -> list[UUID]:
+        """Register many devices, ``batch`` per transaction; each mapping takes the keyword
+        arguments of ``register_device``. All are validated before anything is saved."""
+        new: list[Device] = []
+        for spec in devices:
+            spec = dict(spec)
+            try:
+                name, kind = spec.pop("name"), DeviceKind(spec.pop("kind"))
+                area, transport, address = (
+                    spec.pop("area"),
+                    spec.pop("transport"),
+                    spec.pop("address"),
+                )
+                chans = sorted({Channel(c) for c in spec.pop("channels")})
+            except (KeyError, ValueError) as exc:
+                raise ValidationError("devices", f"bad device specification: {exc}") from None
+            settings = validate_settings(spec.pop("settings", {}))
+            groups = sorted(set(spec.pop("groups", ())))
+            if spec:
+                raise ValidationError("devices", f"unknown field(s) {sorted(spec)}")
+            if not chans or not transport or not address or not str(name).strip():
+                raise ValidationError(
+                    "devices", f"device {name!r} needs channels, transport, address"
+                )
+            a = self._area(area)
+            self.authorise(actor, Role.ADMIN, [a.area_id])
+            new.append(
+                Device(
+                    name=str(name).strip(),
+                    kind=kind,
+                    area_id=a.area_id,
+                    transport=transport,
+                    address=address,
+                    settings=settings,
+                    channels=chans,
+                    groups=groups,
+                    actor=actor,
+                )
+            )
+        self.save_in_batches(new, batch)
+        return [d.id for d in new]
+
     def device(self, device_id: UUID) -> Device:
         """The Device aggregate."""
         return self._get(Device, device_id, "device")
@@ -717,11 +771,13 @@ class SourceSystem(Application[UUID]):
         b.cancel(reason, actor)
         self.save(b)
 
-    def mark_scheduled(self, broadcast_id: UUID, actor: Actor = SYSTEM) -> None:
-        """Record that the scheduler has taken the approved broadcast."""
+    def mark_scheduled(
+        self, broadcast_id: UUID, at: datetime | None = None, actor: Actor = SYSTEM
+    ) -> None:
+        """Record that the scheduler took the approved broadcast at ``at`` (default: now)."""
         b = self.broadcast(broadcast_id)
         self.authorise(actor, Role.OPERATOR, b.target_area_ids)
-        b.mark_scheduled(actor)
+        b.mark_scheduled(at if at is not None else _now(), actor)
         self.save(b)
 
     def expire_broadcast(self, broadcast_id: UUID, actor: Actor = SYSTEM) -> None:

@@ -33,8 +33,11 @@ from tcs_core.errors import UnknownArea
 __all__ = [
     "AreaIndex",
     "AreaVersion",
+    "BroadcastIndex",
+    "BroadcastView",
     "DeviceIndex",
     "DeviceView",
+    "DispatchIndex",
     "PrincipalIndex",
     "PrincipalView",
     "Projection",
@@ -58,6 +61,7 @@ class Projection:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        self.changes = 0  # bumped on every applied event: lets readers cache derived answers
         self._handlers = {t: getattr(self, "on_" + t.rsplit(".", 1)[1]) for t in self.topics}
 
     def apply(self, topic: str, event: Any) -> None:
@@ -66,6 +70,7 @@ class Projection:
         if handler is not None:
             with self.lock:
                 handler(event)
+                self.changes += 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -434,3 +439,116 @@ class PrincipalIndex(Projection):
     def get(self, username: str) -> PrincipalView | None:
         """The principal with that username, if any."""
         return self._by_name.get(username)
+
+
+# ----------------------------------------------------------------------------------------------
+# Broadcasts and dispatches (what the scheduler rebuilds its state from)
+# ----------------------------------------------------------------------------------------------
+
+
+@attrs.define
+class BroadcastView:
+    """A broadcast's latest fields and status."""
+
+    broadcast_id: UUID
+    fields: dict[str, Any]
+    status: str
+    author: str
+    scheduled_at: datetime | None = None
+
+
+class BroadcastIndex(Projection):
+    """Broadcasts by id with their current status; notifies listeners of every change."""
+
+    topics = (
+        "tcs.broadcast.drafted",
+        "tcs.broadcast.revised",
+        "tcs.broadcast.submitted",
+        "tcs.broadcast.approved",
+        "tcs.broadcast.rejected",
+        "tcs.broadcast.scheduled",
+        "tcs.broadcast.cancelled",
+        "tcs.broadcast.expired",
+    )
+    _FIELDS = (
+        "title", "category", "priority", "content", "targets", "target_area_ids", "schedule",
+        "preemption",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._views: dict[UUID, BroadcastView] = {}
+        self.listeners: list[Any] = []
+
+    def _fields(self, e: Any) -> dict[str, Any]:
+        return {f: getattr(e, f) for f in self._FIELDS}
+
+    def _status(self, e: Any, status: str) -> None:
+        v = self._views[e.originator_id]
+        v.status = status
+        for listener in self.listeners:
+            listener(v)
+
+    def on_drafted(self, e: Any) -> None:
+        self._views[e.originator_id] = BroadcastView(
+            e.originator_id, self._fields(e), "drafted", e.actor
+        )
+
+    def on_revised(self, e: Any) -> None:
+        self._views[e.originator_id].fields = self._fields(e)
+        self._status(e, "drafted")
+
+    def on_submitted(self, e: Any) -> None:
+        self._status(e, "submitted")
+
+    def on_approved(self, e: Any) -> None:
+        self._status(e, "approved")
+
+    def on_rejected(self, e: Any) -> None:
+        self._status(e, "rejected")
+
+    def on_scheduled(self, e: Any) -> None:
+        self._views[e.originator_id].scheduled_at = e.at
+        self._status(e, "scheduled")
+
+    def on_cancelled(self, e: Any) -> None:
+        self._status(e, "cancelled")
+
+    def on_expired(self, e: Any) -> None:
+        self._status(e, "expired")
+
+    def get(self, broadcast_id: UUID) -> BroadcastView | None:
+        """The broadcast's view, if drafted."""
+        return self._views.get(broadcast_id)
+
+    def live(self) -> list[BroadcastView]:
+        """Approved or scheduled broadcasts: the ones the scheduler fires."""
+        with self.lock:
+            return [v for v in self._views.values() if v.status in ("approved", "scheduled")]
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+
+class DispatchIndex(Projection):
+    """Per broadcast, the latest dispatched occurrence; and the dispatches not yet completed."""
+
+    topics = ("tcs.dispatch.started", "tcs.dispatch.completed")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_occurrence: dict[UUID, datetime] = {}
+        self.open: dict[UUID, UUID] = {}  # dispatch id -> broadcast id
+        self.started = 0
+
+    def on_started(self, e: Any) -> None:
+        b = as_uuid(e.broadcast_id)
+        occ = e.occurrence
+        last = self.last_occurrence.get(b)
+        if last is None or occ > last:
+            self.last_occurrence[b] = occ
+        self.open[e.originator_id] = b
+        self.started += 1
+
+    def on_completed(self, e: Any) -> None:
+        self.open.pop(e.originator_id, None)

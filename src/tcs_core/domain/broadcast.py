@@ -8,6 +8,7 @@ before it calls these methods; the aggregate itself guards its own lifecycle and
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +25,7 @@ from tcs_core.domain.values import (
     ScheduleSpec,
     Targets,
     _content_map,
+    as_utc,
 )
 from tcs_core.errors import InvalidTransition, PermissionDenied, ValidationError
 
@@ -91,6 +93,7 @@ class Broadcast(TcsAggregate):
         self.submitted_by: str | None = None
         self.approved_by: str | None = None
         self.decided_reason: str | None = None
+        self.scheduled_at: datetime | None = None
 
     def _apply_fields(
         self,
@@ -183,10 +186,14 @@ class Broadcast(TcsAggregate):
             raise ValidationError("reason", "say why the broadcast is rejected")
         self._rejected(reason=reason.strip(), actor=actor)
 
-    def mark_scheduled(self, actor: str) -> None:
-        """Hand the approved broadcast to the scheduler."""
+    def mark_scheduled(self, at: datetime, actor: str) -> None:
+        """The scheduler took the approved broadcast at ``at`` (on the scheduler's clock).
+
+        Occurrences from ``at`` minus the misfire grace on are the scheduler's to fire; the
+        instant survives restarts, so occurrences missed while it was down are recognised.
+        """
         self._allow("schedule")
-        self._scheduled(actor=actor)
+        self._scheduled(at=as_utc(at, "at"), actor=actor)
 
     def cancel(self, reason: str, actor: str) -> None:
         """Withdraw the broadcast; no further occurrence is dispatched."""
@@ -240,8 +247,9 @@ class Broadcast(TcsAggregate):
         self.decided_reason = reason
 
     @event("Scheduled", topic="tcs.broadcast.scheduled")
-    def _scheduled(self, actor: str) -> None:
+    def _scheduled(self, at: datetime, actor: str) -> None:
         self.status = BroadcastStatus.SCHEDULED
+        self.scheduled_at = at
 
     @event("Cancelled", topic="tcs.broadcast.cancelled")
     def _cancelled(self, reason: str, actor: str) -> None:

@@ -1,0 +1,844 @@
+"""The scheduler: approved broadcasts in, Dispatches and deliveries out.
+
+- One timer entry per active schedule (never one per device) in a heap keyed by the next instant.
+- At an instant: resolve the targets *as of that instant* (area subtree → devices), create the
+  Dispatch (deterministic id, so a second worker or a restart cannot fire it twice), then offer an
+  item to each device's lane. The event store is not touched per device: Dispatches are saved by
+  the group-commit writer, outcomes in batches.
+- Lanes: one item at a time per device. ``emergency`` items whose preemption says ``cut_in=now``
+  stop what plays (which is then resumed, restarted or dropped as *its* preemption says); higher
+  priority goes ahead of lower; equal ``priority`` items follow the commune's clash rule.
+- Misfires: an occurrence later than its grace period is missed; missed recurrences are coalesced
+  into one firing or skipped, per schedule.
+- Recovery: everything is rebuilt from the event store on start. Dispatches started but not
+  completed are resumed for devices without a final outcome, with the same idempotency keys.
+- The clock is a parameter: a ``VirtualClock`` is stepped with ``run_until`` (a day in seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import heapq
+import itertools
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import attrs
+
+from tcs_core.app import SYSTEM, SourceSystem
+from tcs_core.domain.broadcast import Broadcast
+from tcs_core.domain.dispatch import Dispatch
+from tcs_core.domain.values import (
+    Channel,
+    ContentVariant,
+    CutIn,
+    DeliveryOutcome,
+    Interrupted,
+    OutcomeStatus,
+    Preemption,
+    Priority,
+    ScheduleKind,
+    ScheduleSpec,
+    Targets,
+)
+from tcs_core.errors import DispatchExists, TcsError, ValidationError
+from tcs_core.projections import BroadcastView, DeviceView
+from tcs_core.schedule import next_occurrence
+from tcs_core.scheduler.clock import Clock, RealClock
+from tcs_core.scheduler.writer import GroupCommitWriter
+from tcs_core.transport import (
+    DeliveryContext,
+    DeviceTarget,
+    Outcome,
+    Transport,
+    TransportRegistry,
+    delivery_key,
+)
+
+__all__ = ["ClashRule", "Scheduler", "SchedulerConfig", "SchedulerStats"]
+
+log = logging.getLogger("tcs_core.scheduler")
+_DELIVERABLE = ("approved", "scheduled", "expired")
+_TINY = timedelta(microseconds=1)
+
+
+class ClashRule(enum.StrEnum):
+    """How a commune orders two ``priority`` items that clash (TT 39/2020: the commune decides)."""
+
+    FIRST_COME = "first_come"
+    LATEST_FIRST = "latest_first"
+
+
+@attrs.frozen
+class SchedulerConfig:
+    """Tuning and policy; every field has a sane default."""
+
+    outcome_batch: int = 500
+    outcome_flush_s: float = 0.25
+    retry_base_s: float = 2.0
+    retry_cap_s: float = 60.0
+    max_attempts: int = 8
+    writer_batch: int = 5000
+    clash_rules: Mapping[UUID, ClashRule] = attrs.field(factory=dict)
+    default_clash_rule: ClashRule = ClashRule.FIRST_COME
+
+    def __attrs_post_init__(self) -> None:
+        if self.outcome_batch < 1 or self.writer_batch < 1 or self.max_attempts < 1:
+            raise ValidationError("scheduler", "batch sizes and attempts must be at least 1")
+        if self.retry_base_s <= 0 or self.retry_cap_s < self.retry_base_s:
+            raise ValidationError("scheduler", "need 0 < retry_base_s <= retry_cap_s")
+
+
+@attrs.define
+class SchedulerStats:
+    """Counters for summaries and benchmarks."""
+
+    dispatches: int = 0
+    duplicates: int = 0
+    deliveries: int = 0
+    delivered: int = 0
+    failed: int = 0
+    retries: int = 0
+    preemptions: int = 0
+    misfires: int = 0
+    coalesced: int = 0
+    resumed_dispatches: int = 0
+    expired_items: int = 0
+    unmatched: int = 0
+
+
+@attrs.define
+class _Plan:
+    broadcast_id: UUID
+    spec: ScheduleSpec
+    priority: Priority
+    preemption: Preemption
+    content: dict[Channel, ContentVariant]
+    targets: Targets
+    area_ids: tuple[UUID, ...]
+    cursor: datetime  # occurrences strictly after this are still to come
+    gen: int = 0
+
+
+@attrs.define(eq=False)
+class _Item:
+    dispatch_id: UUID
+    broadcast_id: UUID
+    device: DeviceView
+    content: ContentVariant
+    priority: Priority
+    preemption: Preemption
+    occurrence: datetime
+    duration_s: float
+    deadline: datetime
+    seq: int
+    remaining_s: float
+    attempt: int = 1
+    plays: int = 0  # how many times it started (resumptions get fresh keys)
+    recorded: bool = False  # a final outcome was recorded for this device
+    resumed: bool = False  # offered again after a restart
+
+    @property
+    def rank(self) -> int:
+        return self.priority.rank
+
+
+@attrs.define(eq=False)
+class _Lane:
+    device_id: UUID
+    current: _Item | None = None
+    ends_at: datetime | None = None
+    queue: list[tuple[int, int, _Item]] = attrs.field(factory=list)
+    gen: int = 0
+
+
+@attrs.define(eq=False)
+class _Open:
+    """A dispatch this process is delivering."""
+
+    dispatch: Dispatch
+    remaining: int  # devices without a final outcome
+    buffer: list[DeliveryOutcome] = attrs.field(factory=list)
+    preempted: dict[UUID, list[UUID]] = attrs.field(factory=dict)  # by dispatch → devices
+
+
+def _saving(aggregate: Dispatch) -> Any:
+    """A writer command that saves one new aggregate."""
+
+    def command() -> Sequence[Dispatch]:
+        return [aggregate]
+
+    return command
+
+
+class Scheduler:
+    """Turns approved broadcasts into Dispatches and deliveries (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: SourceSystem,
+        transports: Iterable[Transport] | TransportRegistry,
+        clock: Clock | None = None,
+        config: SchedulerConfig | None = None,
+    ) -> None:
+        self.app = app
+        self.transports = (
+            transports
+            if isinstance(transports, TransportRegistry)
+            else TransportRegistry(transports)
+        )
+        self.clock: Clock = clock if clock is not None else RealClock()
+        self.config = config or SchedulerConfig()
+        self.stats = SchedulerStats()
+        self.writer: GroupCommitWriter | None = None
+        self._heap: list[tuple[datetime, int, str, Any]] = []
+        self._seq = itertools.count()
+        self._plans: dict[UUID, _Plan] = {}
+        self._lanes: dict[UUID, _Lane] = {}
+        self._open: dict[UUID, _Open] = {}
+        self._changes: deque[UUID] = deque()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._subtree_cache: dict[tuple[UUID, Any], frozenset[UUID]] = {}
+        self._area_version = -1
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False
+        self._runner: asyncio.Task[None] | None = None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open transports, rebuild from the store, and (on a real clock) start the loop."""
+        self._loop = asyncio.get_running_loop()
+        self.writer = GroupCommitWriter(self.app, self.config.writer_batch)
+        for t in self.transports:
+            self._limits[t.name] = asyncio.Semaphore(t.limits.concurrency)
+            await t.open()
+        self.app.broadcasts.listeners.append(self._on_broadcast_change)
+        self.app.refresh()
+        await self._rebuild()
+        self._running = True
+        if not self.clock.virtual:
+            self._runner = asyncio.create_task(self._run_real(), name="tcs-scheduler")
+
+    async def stop(self) -> None:
+        """Flush outcomes, stop the loop and the writer, close transports. Lanes are dropped:
+        a restart resumes unfinished dispatches from the store."""
+        self._running = False
+        self._wake.set()
+        if self._runner is not None:
+            await self._runner
+            self._runner = None
+        await self._drain()
+        await self._flush(force=True)
+        if self._on_broadcast_change in self.app.broadcasts.listeners:
+            self.app.broadcasts.listeners.remove(self._on_broadcast_change)
+        if self.writer is not None:
+            self.writer.close()
+        for t in self.transports:
+            await t.close()
+
+    async def __aenter__(self) -> Scheduler:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _on_broadcast_change(self, view: BroadcastView) -> None:
+        # Called in whichever thread saved the event: only hand the id over.
+        self._changes.append(view.broadcast_id)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    @property
+    def pending_timers(self) -> int:
+        """Entries in the timer heap (schedules, lane ends and retries)."""
+        return len(self._heap)
+
+    # -- rebuild -------------------------------------------------------------------------------
+
+    async def _rebuild(self) -> None:
+        now = self.clock.now()
+        to_take = []
+        for view in self.app.broadcasts.live():
+            if view.status == "approved":
+                to_take.append(view.broadcast_id)
+            else:
+                self._plan(view)
+        if to_take:
+            await self._take(to_take, now)
+        for dispatch_id, broadcast_id in list(self.app.dispatches.open.items()):
+            await self._resume(dispatch_id, broadcast_id, now)
+
+    async def _take(self, broadcast_ids: Sequence[UUID], at: datetime) -> None:
+        """Mark approved broadcasts as scheduled (one transaction) and plan them."""
+        assert self.writer is not None
+
+        def command() -> Sequence[Broadcast]:
+            out = []
+            for bid in broadcast_ids:
+                b: Any = self.app.repository.get(bid)
+                if isinstance(b, Broadcast) and b.status.value == "approved":
+                    b.mark_scheduled(at, str(SYSTEM))
+                    out.append(b)
+            return out
+
+        await self.writer.run(command)
+        for bid in broadcast_ids:
+            view = self.app.broadcasts.get(bid)
+            if view is not None and view.status == "scheduled":
+                self._plan(view)
+
+    def _plan(self, view: BroadcastView) -> None:
+        plan = self._make_plan(view)
+        self._plans[view.broadcast_id] = plan
+        self._arm(plan)
+
+    def _make_plan(self, view: BroadcastView) -> _Plan:
+        f = view.fields
+        spec: ScheduleSpec = f["schedule"]
+        # Recurrences count from the instant the scheduler took the broadcast; an explicit instant
+        # that passed less than its grace before then still fires (an urgent item approved late).
+        start = view.scheduled_at or self.clock.now()
+        if spec.kind is not ScheduleKind.CRON:
+            start -= timedelta(seconds=spec.misfire_grace_s)
+        last = self.app.dispatches.last_occurrence.get(view.broadcast_id)
+        cursor = max(start - _TINY, last) if last is not None else start - _TINY
+        old = self._plans.get(view.broadcast_id)
+        return _Plan(
+            view.broadcast_id,
+            spec,
+            Priority(f["priority"]),
+            f["preemption"],
+            dict(f["content"]),
+            f["targets"],
+            tuple(f["target_area_ids"]),
+            cursor,
+            gen=(old.gen + 1) if old else 0,
+        )
+
+    def _arm(self, plan: _Plan) -> None:
+        nxt = next_occurrence(plan.spec, plan.cursor)
+        if nxt is None:
+            self._expire(plan)
+            return
+        heapq.heappush(self._heap, (nxt, next(self._seq), "fire", (plan.broadcast_id, plan.gen)))
+
+    def _expire(self, plan: _Plan) -> None:
+        self._plans.pop(plan.broadcast_id, None)
+        if self.writer is None:
+            return
+
+        def command() -> Sequence[Broadcast]:
+            b: Any = self.app.repository.get(plan.broadcast_id)
+            if isinstance(b, Broadcast) and b.is_live:
+                b.expire(str(SYSTEM))
+                return [b]
+            return []
+
+        self._spawn(self.writer.run(command))
+
+    def _apply_changes(self) -> list[UUID]:
+        take = []
+        while self._changes:
+            bid = self._changes.popleft()
+            view = self.app.broadcasts.get(bid)
+            if view is None:
+                continue
+            if view.status == "approved":
+                take.append(bid)
+            elif view.status in ("cancelled", "expired", "rejected", "drafted", "submitted"):
+                plan = self._plans.pop(bid, None)
+                if plan is not None:
+                    plan.gen += 1  # stale heap entries are ignored
+        return take
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def _run_real(self) -> None:
+        assert isinstance(self.clock, RealClock)
+        next_flush = self.clock.now()
+        while self._running:
+            self._wake.clear()
+            take = self._apply_changes()
+            if take:
+                await self._take(take, self.clock.now())
+            now = self.clock.now()
+            self._process_due(now)
+            if now >= next_flush:
+                await self._flush()
+                next_flush = now + timedelta(seconds=self.config.outcome_flush_s)
+            wake_at = next_flush
+            if self._heap and self._heap[0][0] < wake_at:
+                wake_at = self._heap[0][0]
+            await self.clock.sleep_until(wake_at, self._wake)
+
+    async def run_until(self, end: datetime, *, flush: bool = True) -> None:
+        """Step a virtual clock to ``end``, processing every timer on the way, in order.
+
+        ``flush=False`` leaves the last outcomes buffered (tests use it to simulate a crash)."""
+        if not self.clock.virtual:
+            raise TcsError("run_until needs a VirtualClock; a real clock runs by itself")
+        set_time = self.clock.set  # type: ignore[attr-defined]
+        while True:
+            take = self._apply_changes()
+            if take:
+                await self._take(take, self.clock.now())
+                continue
+            if not self._heap or self._heap[0][0] > end:
+                break
+            set_time(self._heap[0][0])  # never backwards: overdue timers run "now", late
+            self._process_due(self.clock.now())
+            await self._drain()
+            if sum(len(o.buffer) for o in self._open.values()) >= self.config.outcome_batch:
+                await self._flush()
+        set_time(end)
+        await self._drain()
+        if flush:
+            await self._flush(force=True)
+
+    async def _drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("scheduler task failed", exc_info=task.exception())
+
+    def _process_due(self, now: datetime) -> None:
+        fires: list[tuple[_Plan, list[datetime]]] = []
+        while self._heap and self._heap[0][0] <= now:
+            t, _, kind, ref = heapq.heappop(self._heap)
+            if kind == "fire":
+                bid, gen = ref
+                plan = self._plans.get(bid)
+                if plan is None or plan.gen != gen:
+                    continue
+                occurrences = self._due_occurrences(plan, t, now)
+                if occurrences:
+                    fires.append((plan, occurrences))
+                self._arm(plan)
+            elif kind == "lane":
+                device_id, gen = ref
+                lane = self._lanes.get(device_id)
+                if lane is not None and lane.gen == gen:
+                    self._lane_next(lane, now)
+            elif kind == "retry":
+                item: _Item = ref
+                self._offer(item, now)
+        if fires:
+            self._spawn(self._fire_all(fires, now))
+
+    def _due_occurrences(self, plan: _Plan, first: datetime, now: datetime) -> list[datetime]:
+        """Occurrences up to ``now`` from ``first``, after the misfire policy; moves the cursor."""
+        grace = timedelta(seconds=plan.spec.misfire_grace_s)
+        on_time: list[datetime] = []
+        missed: list[datetime] = []
+        o: datetime | None = first
+        while o is not None and o <= now:
+            (on_time if now - o <= grace else missed).append(o)
+            plan.cursor = o
+            o = next_occurrence(plan.spec, o)
+        if missed:
+            self.stats.misfires += len(missed)
+            if plan.spec.coalesce and not on_time:
+                self.stats.coalesced += len(missed) - 1
+                on_time = [missed[-1]]
+        return on_time
+
+    # -- firing --------------------------------------------------------------------------------
+
+    def _areas_of(self, area_id: UUID, occurrence: datetime) -> frozenset[UUID]:
+        version = self.app.areas.changes
+        if version != self._area_version:
+            self._subtree_cache.clear()
+            self._area_version = version
+        day = self.app.areas.day(occurrence)
+        key = (area_id, day)
+        cached = self._subtree_cache.get(key)
+        if cached is None:
+            cached = frozenset(v.area_id for v in self.app.areas.subtree(area_id, day))
+            self._subtree_cache[key] = cached
+        return cached
+
+    def _resolve(self, plan: _Plan, occurrence: datetime) -> tuple[list[DeviceView], list[UUID]]:
+        areas: set[UUID] = set()
+        for aid in plan.area_ids:
+            areas |= self._areas_of(aid, occurrence)
+        t = plan.targets
+        kinds, groups, channels = set(t.device_kinds), set(t.groups), set(t.channels)
+        targets, unmatched = [], []
+        for d in self.app.devices.in_areas(areas):
+            if (kinds and d.kind not in kinds) or (groups and not groups & set(d.groups)):
+                continue
+            if channels & set(d.channels):
+                targets.append(d)
+            elif kinds:  # named by kind but serves none of the channels: report it
+                unmatched.append(d.device_id)
+        return targets, unmatched
+
+    async def _fire_all(self, fires: list[tuple[_Plan, list[datetime]]], now: datetime) -> None:
+        assert self.writer is not None
+        jobs = []
+        for plan, occurrences in fires:
+            for occ in occurrences:
+                devices, unmatched = self._resolve(plan, occ)
+                dispatch = Dispatch(
+                    **Dispatch.start_args(
+                        plan.broadcast_id,
+                        occ,
+                        plan.priority,
+                        [d.device_id for d in devices],
+                        unmatched,
+                    ),
+                    actor=str(SYSTEM),
+                )
+                jobs.append((plan, occ, devices, dispatch))
+        results = await asyncio.gather(
+            *[self.writer.run(_saving(d)) for _, _, _, d in jobs], return_exceptions=True
+        )
+        for (plan, occ, devices, dispatch), result in zip(jobs, results, strict=True):
+            if isinstance(result, DispatchExists):
+                self.stats.duplicates += 1
+                continue
+            if isinstance(result, BaseException):
+                log.error("could not start dispatch %s", dispatch.id, exc_info=result)
+                continue
+            self.stats.dispatches += 1
+            self.stats.unmatched += len(dispatch.unmatched)
+            self._open[dispatch.id] = _Open(dispatch, len(devices))
+            if not devices:
+                self._spawn(self._complete(dispatch.id))
+                continue
+            self._deliver_to(plan, dispatch, occ, devices, self.clock.now())
+
+    def _deliver_to(
+        self,
+        plan: _Plan,
+        dispatch: Dispatch,
+        occurrence: datetime,
+        devices: Sequence[DeviceView],
+        now: datetime,
+        resumed: bool = False,
+    ) -> None:
+        spec = plan.spec
+        deadline = occurrence + timedelta(seconds=max(spec.misfire_grace_s, spec.duration_s))
+        if spec.valid_until is not None:
+            deadline = min(deadline, spec.valid_until)
+        for d in devices:
+            content = next((plan.content[c] for c in d.channels if c in plan.content), None)
+            if content is None:  # cannot happen for a targeted device; kept as a guard
+                continue
+            item = _Item(
+                dispatch.id,
+                plan.broadcast_id,
+                d,
+                content,
+                plan.priority,
+                plan.preemption,
+                occurrence,
+                float(spec.duration_s),
+                deadline,
+                next(self._seq),
+                float(spec.duration_s),
+                resumed=resumed,
+            )
+            self._offer(item, now)
+
+    # -- lanes ---------------------------------------------------------------------------------
+
+    def _lane(self, device_id: UUID) -> _Lane:
+        lane = self._lanes.get(device_id)
+        if lane is None:
+            lane = self._lanes[device_id] = _Lane(device_id)
+        return lane
+
+    def _offer(self, item: _Item, now: datetime) -> None:
+        if not self._item_still_valid(item, now):
+            return
+        lane = self._lane(item.device.device_id)
+        if lane.current is not None and lane.ends_at is not None and lane.ends_at <= now:
+            lane.current = lane.ends_at = None
+        cur = lane.current
+        if cur is None:
+            self._start(lane, item, now)
+        elif item.rank > cur.rank and item.preemption.cut_in is CutIn.NOW:
+            self._preempt(lane, item, now)
+        else:
+            self._enqueue(lane, item)
+
+    def _enqueue(self, lane: _Lane, item: _Item) -> None:
+        order = item.seq
+        if item.priority is Priority.PRIORITY:
+            rule = self.config.clash_rules.get(item.device.area_id, self.config.default_clash_rule)
+            if rule is ClashRule.LATEST_FIRST:
+                order = -item.seq
+        heapq.heappush(lane.queue, (-item.rank, order, item))
+        if lane.ends_at is not None:
+            lane.gen += 1
+            heapq.heappush(
+                self._heap, (lane.ends_at, next(self._seq), "lane", (lane.device_id, lane.gen))
+            )
+
+    def _lane_next(self, lane: _Lane, now: datetime) -> None:
+        if lane.ends_at is not None and lane.ends_at > now:
+            return
+        lane.current = lane.ends_at = None
+        while lane.queue:
+            _, _, item = heapq.heappop(lane.queue)
+            if self._item_still_valid(item, now):
+                self._start(lane, item, now)
+                return
+
+    def _item_still_valid(self, item: _Item, now: datetime) -> bool:
+        view = self.app.broadcasts.get(item.broadcast_id)
+        # Expired means "no further occurrences": items already dispatched still play.
+        if view is None or view.status not in _DELIVERABLE:
+            status = view.status if view else "gone"
+            self._final(item, Outcome.failed(f"not played: the broadcast is {status}"))
+            return False
+        if now > item.deadline:
+            self.stats.expired_items += 1
+            why = (
+                "the scheduler was down" if item.resumed else "the device was busy with other items"
+            )
+            self._final(
+                item,
+                Outcome.failed(
+                    f"not played: its validity ended at {item.deadline.isoformat()} ({why})"
+                ),
+            )
+            return False
+        return True
+
+    def _start(self, lane: _Lane, item: _Item, now: datetime) -> None:
+        lane.current = item
+        lane.ends_at = now + timedelta(seconds=item.remaining_s)
+        lane.gen += 1
+        if lane.queue:
+            heapq.heappush(
+                self._heap, (lane.ends_at, next(self._seq), "lane", (lane.device_id, lane.gen))
+            )
+        item.plays += 1
+        self._spawn(self._deliver(lane, item, now))
+
+    def _preempt(self, lane: _Lane, item: _Item, now: datetime) -> None:
+        cur = lane.current
+        assert cur is not None and lane.ends_at is not None
+        self.stats.preemptions += 1
+        transport = self.transports.get(cur.device.transport)
+        if transport is not None:
+            self._spawn(self._call_preempt(transport, cur.device))
+        opened = self._open.get(cur.dispatch_id)
+        if opened is not None:
+            opened.preempted.setdefault(item.dispatch_id, []).append(cur.device.device_id)
+        policy = cur.preemption.interrupted
+        if policy is Interrupted.RESUME:
+            cur.remaining_s = max(0.0, (lane.ends_at - now).total_seconds())
+        elif policy is Interrupted.RESTART:
+            cur.remaining_s = cur.duration_s
+        lane.current = lane.ends_at = None
+        self._start(lane, item, now)
+        if policy is not Interrupted.DROP and cur.remaining_s > 0:
+            self._enqueue(lane, cur)
+
+    async def _call_preempt(self, transport: Transport, device: DeviceView) -> None:
+        try:
+            await asyncio.wait_for(
+                transport.preempt(self._target(device)), transport.limits.timeout_s
+            )
+        except Exception:  # a transport must not break the engine
+            log.exception("preempt failed on %s", device.name)
+
+    @staticmethod
+    def _target(d: DeviceView) -> DeviceTarget:
+        return DeviceTarget(d.device_id, d.name, d.kind, d.address, {}, d.channels)
+
+    async def _deliver(self, lane: _Lane, item: _Item, started: datetime) -> None:
+        d = item.device
+        transport = self.transports.get(d.transport)
+        if transport is None:
+            self._final(
+                item,
+                Outcome.failed(
+                    f"no transport named {d.transport!r} is registered with the scheduler"
+                ),
+            )
+            self._release(lane, item)
+            return
+        key = delivery_key(item.dispatch_id, d.device_id)
+        if item.plays > 1:
+            key = f"{key}.{item.plays}"  # a resumed play is a new play
+        context = DeliveryContext(
+            item.dispatch_id,
+            item.broadcast_id,
+            item.occurrence,
+            item.priority,
+            item.preemption,
+            item.remaining_s,
+            item.deadline,
+            item.attempt,
+        )
+        self.stats.deliveries += 1
+        async with self._limits[transport.name]:
+            try:
+                outcome = await asyncio.wait_for(
+                    transport.deliver(self._target(d), item.content, key, context),
+                    transport.limits.timeout_s,
+                )
+                if not isinstance(outcome, Outcome):
+                    outcome = Outcome.failed(f"transport returned {type(outcome).__name__}")
+            except TimeoutError:
+                outcome = Outcome.retryable(f"no answer within {transport.limits.timeout_s:g} s")
+            except Exception as exc:  # outcomes are values: a raising transport is a failure
+                outcome = Outcome.failed(f"transport error: {type(exc).__name__}: {exc}")
+        if outcome.status is OutcomeStatus.DELIVERED:
+            self._final(item, outcome)
+            return
+        self._release(lane, item)
+        if outcome.status is OutcomeStatus.RETRYABLE:
+            self._retry(item, outcome)
+        else:
+            self._final(item, outcome)
+
+    def _release(self, lane: _Lane, item: _Item) -> None:
+        """The item is not playing (failed or to be retried): free the lane for the next one."""
+        if lane.current is item:
+            now = self.clock.now()
+            lane.ends_at = now
+            self._lane_next(lane, now)
+
+    def _retry(self, item: _Item, outcome: Outcome) -> None:
+        now = self.clock.now()
+        delay = outcome.retry_after_s or min(
+            self.config.retry_cap_s, self.config.retry_base_s * 2 ** (item.attempt - 1)
+        )
+        at = now + timedelta(seconds=delay)
+        if item.attempt >= self.config.max_attempts or at > item.deadline:
+            self._final(
+                item, Outcome.failed(f"gave up after {item.attempt} attempt(s): {outcome.reason}")
+            )
+            return
+        self.stats.retries += 1
+        self._record(item, outcome)
+        item.attempt += 1
+        heapq.heappush(self._heap, (at, next(self._seq), "retry", item))
+        if not self.clock.virtual:
+            self._wake.set()
+
+    def _final(self, item: _Item, outcome: Outcome) -> None:
+        if item.recorded:
+            return  # a resumed play: the device's outcome was recorded on its first play
+        item.recorded = True
+        if outcome.status is OutcomeStatus.DELIVERED:
+            self.stats.delivered += 1
+        else:
+            self.stats.failed += 1
+        self._record(item, outcome)
+        opened = self._open.get(item.dispatch_id)
+        if opened is not None:
+            opened.remaining -= 1
+
+    def _record(self, item: _Item, outcome: Outcome) -> None:
+        opened = self._open.get(item.dispatch_id)
+        if opened is None:
+            return
+        reason = outcome.reason
+        if outcome.status is not OutcomeStatus.DELIVERED and not reason:
+            reason = "no reason given"
+        opened.buffer.append(
+            DeliveryOutcome(item.device.device_id, outcome.status, self.clock.now(), reason)
+        )
+
+    # -- writing outcomes ----------------------------------------------------------------------
+
+    async def _flush(self, force: bool = False) -> None:
+        """Write buffered outcomes and preemptions (one event per dispatch per flush)."""
+        if self.writer is None:
+            return
+        jobs = []
+        for opened in list(self._open.values()):
+            if not opened.buffer and not opened.preempted and not (force and opened.remaining == 0):
+                continue
+            batch, opened.buffer = opened.buffer, []
+            preempted, opened.preempted = opened.preempted, {}
+            done = opened.remaining == 0
+            jobs.append(self.writer.run(self._outcome_command(opened, batch, preempted, done)))
+            if done:
+                self._open.pop(opened.dispatch.id, None)
+        if jobs:
+            for result in await asyncio.gather(*jobs, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    log.error("could not record outcomes", exc_info=result)
+
+    def _outcome_command(
+        self,
+        opened: _Open,
+        batch: list[DeliveryOutcome],
+        preempted: dict[UUID, list[UUID]],
+        done: bool,
+    ) -> Any:
+        d = opened.dispatch
+        at = self.clock.now()
+
+        def command() -> Sequence[Dispatch]:
+            latest: dict[UUID, DeliveryOutcome] = {}
+            for o in batch:  # several attempts in one flush: the last one counts
+                latest[o.device_id] = o
+            if latest:
+                d.record_outcomes(list(latest.values()), str(SYSTEM))
+            for by, devices in preempted.items():
+                d.preempt(devices, by, str(SYSTEM))
+            if done and d.completed_at is None:
+                d.complete(at, str(SYSTEM))
+            return [d]
+
+        return command
+
+    async def _complete(self, dispatch_id: UUID) -> None:
+        opened = self._open.pop(dispatch_id, None)
+        if opened is not None and self.writer is not None:
+            await self.writer.run(self._outcome_command(opened, opened.buffer, {}, True))
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    async def _resume(self, dispatch_id: UUID, broadcast_id: UUID, now: datetime) -> None:
+        d: Any = self.app.repository.get(dispatch_id)
+        if not isinstance(d, Dispatch) or d.completed_at is not None:
+            return
+        pending = d.pending()
+        opened = _Open(d, len(pending))
+        self._open[dispatch_id] = opened
+        self.stats.resumed_dispatches += 1
+        view = self.app.broadcasts.get(broadcast_id)
+        devices = [self.app.devices.get(x) for x in pending]
+        live = [x for x in devices if x is not None and x.active]
+        if view is None or view.status not in _DELIVERABLE:
+            reason = f"not played: the broadcast is {view.status if view else 'gone'}"
+            for x in pending:
+                opened.buffer.append(DeliveryOutcome(x, OutcomeStatus.FAILED, now, reason))
+            opened.remaining = 0
+            return
+        # Devices that left meanwhile get a final failure; the rest are offered again, with the
+        # same idempotency keys, unless the item expired while the scheduler was down.
+        gone = set(pending) - {x.device_id for x in live}
+        for x in gone:
+            opened.buffer.append(
+                DeliveryOutcome(x, OutcomeStatus.FAILED, now, "device decommissioned meanwhile")
+            )
+            opened.remaining -= 1
+        self._deliver_to(self._make_plan(view), d, d.occurrence, live, now, resumed=True)
