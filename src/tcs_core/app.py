@@ -9,6 +9,7 @@ command stores nothing.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, TypeVar, cast
@@ -62,6 +63,7 @@ from tcs_core.projections import (
     AreaVersion,
     BroadcastIndex,
     DeviceIndex,
+    DeviceView,
     DispatchIndex,
     PrincipalIndex,
     Projection,
@@ -119,6 +121,9 @@ class SourceSystem(Application[UUID]):
             self.dispatches,
         )
         self.position = 0
+        self._projection_lock = threading.RLock()
+        self._subtree_cache: dict[tuple[UUID, date], frozenset[UUID]] = {}
+        self._subtree_version = -1
         super().__init__(env=es_env)
         self._catch_up()
 
@@ -130,6 +135,10 @@ class SourceSystem(Application[UUID]):
 
     def _catch_up(self) -> None:
         """Replay the projections' topics from the notification log (start-up, or other writers)."""
+        with self._projection_lock:
+            self._catch_up_locked()
+
+    def _catch_up_locked(self) -> None:
         topics = sorted({t for p in self._projections for t in p.topics})
         while True:
             batch = self.recorder.select_notifications(
@@ -141,18 +150,26 @@ class SourceSystem(Application[UUID]):
                 event = self.mapper.to_domain_event(n)
                 for p in self._projections:
                     p.apply(n.topic, event)
-            self.position = batch[-1].id
+            # The filtered log skips other topics: the position is the newest id seen overall.
+            self.position = max(batch[-1].id, self.position)
+        self.position = max(self.position, self.recorder.max_notification_id() or 0)
 
     def refresh(self) -> None:
         """Apply events that other processes have recorded since this one last looked."""
         self._catch_up()
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
-        for r in recordings:
-            topic = r.notification.topic
-            for p in self._projections:
-                p.apply(topic, r.domain_event)
-            self.position = max(self.position, r.notification.id)
+        with self._projection_lock:
+            if recordings and recordings[0].notification.id > self.position + 1:
+                # Another process wrote in between: read the gap (and these) from the log, so
+                # the projections never skip an event.
+                self._catch_up()
+                return
+            for r in recordings:
+                topic = r.notification.topic
+                for p in self._projections:
+                    p.apply(topic, r.domain_event)
+                self.position = max(self.position, r.notification.id)
 
     def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
         try:
@@ -440,6 +457,41 @@ class SourceSystem(Application[UUID]):
     ) -> list[AreaVersion]:
         """Where the territory of the area holding ``code`` on ``at`` lies on ``as_of``."""
         return self.areas.successors(self._area(code, at).area_id, as_of)
+
+    def resolve_targets(
+        self, targets: Targets, area_ids: Iterable[UUID], at: date | datetime
+    ) -> tuple[list[DeviceView], list[UUID]]:
+        """The active devices a broadcast reaches at ``at``: in the subtrees of ``area_ids`` *as
+        they are at that instant*, passing the kind and group filters, serving a targeted
+        channel. Also returns the devices named by kind that serve none of the channels (they
+        are reported, not silently skipped)."""
+        day = self.areas.day(at)
+        if self._subtree_version != self.areas.changes:
+            self._subtree_cache.clear()
+            self._subtree_version = self.areas.changes
+        areas: set[UUID] = set()
+        for aid in area_ids:
+            key = (aid, day)
+            sub = self._subtree_cache.get(key)
+            if sub is None:
+                sub = frozenset(v.area_id for v in self.areas.subtree(aid, day))
+                self._subtree_cache[key] = sub
+            areas |= sub
+        kinds, groups, channels = (
+            set(targets.device_kinds),
+            set(targets.groups),
+            set(targets.channels),
+        )
+        found: list[DeviceView] = []
+        unmatched: list[UUID] = []
+        for d in self.devices.in_areas(areas):
+            if (kinds and d.kind not in kinds) or (groups and not groups & set(d.groups)):
+                continue
+            if channels & set(d.channels):
+                found.append(d)
+            elif kinds:
+                unmatched.append(d.device_id)
+        return found, unmatched
 
     # -- devices -------------------------------------------------------------------------------
 

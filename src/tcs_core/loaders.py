@@ -26,7 +26,7 @@ from tcs_core.app import SYSTEM, Actor, SourceSystem
 from tcs_core.domain.area import Area, area_id
 from tcs_core.domain.values import AreaKind
 from tcs_core.domain.values import Role as _Role
-from tcs_core.errors import UnknownArea
+from tcs_core.errors import AlreadyExists, UnknownArea
 
 __all__ = ["LEGACY_SINCE", "REFORM_DATE", "LoadReport", "load_2025", "load_history", "load_legacy"]
 
@@ -114,11 +114,19 @@ def load_history(
     afterwards is refused (the codes would clash); load into a fresh store instead.
     """
     app.authorise(actor, _Role.ADMIN, [None])
+    successions = areadata.reorganisation_2025()
+    continuing = {s.old_code for s in successions if s.continues}
+    # A continuing unit keeps its legacy identity; if it exists under its 2025 identity, the
+    # 2025 structure was loaded on its own and the history cannot be laid under it.
+    clash = sorted(c for c in continuing if app.areas.exists(area_id(c, REFORM_DATE)))
+    if clash:
+        raise AlreadyExists(
+            f"this store holds the 2025 structure without its history (e.g. code {clash[0]}); "
+            "load the history into a fresh store"
+        )
     report = load_legacy(app, actor, since)
     eve = REFORM_DATE - timedelta(days=1)
     new_units = {r.code: r for r in areadata.structure_2025()}
-    successions = areadata.reorganisation_2025()
-    continuing = {s.old_code for s in successions if s.continues}
 
     def new_id(code: str) -> UUID:
         return area_id(code, REFORM_DATE)

@@ -471,7 +471,13 @@ class BroadcastIndex(Projection):
         "tcs.broadcast.expired",
     )
     _FIELDS = (
-        "title", "category", "priority", "content", "targets", "target_area_ids", "schedule",
+        "title",
+        "category",
+        "priority",
+        "content",
+        "targets",
+        "target_area_ids",
+        "schedule",
         "preemption",
     )
 
@@ -508,7 +514,7 @@ class BroadcastIndex(Projection):
         self._status(e, "rejected")
 
     def on_scheduled(self, e: Any) -> None:
-        self._views[e.originator_id].scheduled_at = e.at
+        self._views[e.originator_id].scheduled_at = getattr(e, "at", None)
         self._status(e, "scheduled")
 
     def on_cancelled(self, e: Any) -> None:

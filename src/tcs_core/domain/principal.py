@@ -22,6 +22,9 @@ def validate_username(name: str) -> str:
         raise ValidationError(
             "username", "use 2-64 lowercase letters, digits or . _ @ - (e.g. 'op.iapia')"
         )
+    if name == "system" or name.startswith("system."):
+        # Reserved: events by the library's own processes name the actor "system".
+        raise ValidationError("username", f"{name!r} is reserved for the system")
     return name
 
 

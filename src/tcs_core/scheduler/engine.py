@@ -204,8 +204,6 @@ class Scheduler:
         self._changes: deque[UUID] = deque()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._limits: dict[str, asyncio.Semaphore] = {}
-        self._subtree_cache: dict[tuple[UUID, Any], frozenset[UUID]] = {}
-        self._area_version = -1
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
@@ -462,34 +460,8 @@ class Scheduler:
 
     # -- firing --------------------------------------------------------------------------------
 
-    def _areas_of(self, area_id: UUID, occurrence: datetime) -> frozenset[UUID]:
-        version = self.app.areas.changes
-        if version != self._area_version:
-            self._subtree_cache.clear()
-            self._area_version = version
-        day = self.app.areas.day(occurrence)
-        key = (area_id, day)
-        cached = self._subtree_cache.get(key)
-        if cached is None:
-            cached = frozenset(v.area_id for v in self.app.areas.subtree(area_id, day))
-            self._subtree_cache[key] = cached
-        return cached
-
     def _resolve(self, plan: _Plan, occurrence: datetime) -> tuple[list[DeviceView], list[UUID]]:
-        areas: set[UUID] = set()
-        for aid in plan.area_ids:
-            areas |= self._areas_of(aid, occurrence)
-        t = plan.targets
-        kinds, groups, channels = set(t.device_kinds), set(t.groups), set(t.channels)
-        targets, unmatched = [], []
-        for d in self.app.devices.in_areas(areas):
-            if (kinds and d.kind not in kinds) or (groups and not groups & set(d.groups)):
-                continue
-            if channels & set(d.channels):
-                targets.append(d)
-            elif kinds:  # named by kind but serves none of the channels: report it
-                unmatched.append(d.device_id)
-        return targets, unmatched
+        return self.app.resolve_targets(plan.targets, plan.area_ids, occurrence)
 
     async def _fire_all(self, fires: list[tuple[_Plan, list[datetime]]], now: datetime) -> None:
         assert self.writer is not None
@@ -696,10 +668,8 @@ class Scheduler:
         self.stats.deliveries += 1
         async with self._limits[transport.name]:
             try:
-                outcome = await asyncio.wait_for(
-                    transport.deliver(self._target(d), item.content, key, context),
-                    transport.limits.timeout_s,
-                )
+                async with asyncio.timeout(transport.limits.timeout_s):
+                    outcome = await transport.deliver(self._target(d), item.content, key, context)
                 if not isinstance(outcome, Outcome):
                     outcome = Outcome.failed(f"transport returned {type(outcome).__name__}")
             except TimeoutError:
