@@ -393,7 +393,7 @@ def test_demo_runs_twice_on_the_same_database(
     assert row(out, "Communes of Gia Lai province now") == "135"
     assert row(out, "Communes of Chư Prông district on 2023-12-31") == "20"
     assert row(out, "Devices in Xã Ia Pia") == "4"
-    assert row(out, "Broadcast status") == "approved, scheduled (scheduled)"
+    assert row(out, "Broadcast status") == "expired (expired)"  # aired: no occurrence left
     assert row(out, "Dispatch") == "delivered 4/4, failed 0, pending 0"
     assert row(out, "Broadcasts drafted so far") == "1"
     areas = row(out, "Areas (all periods)")
@@ -425,3 +425,29 @@ def test_demo_refuses_a_store_with_only_the_2025_structure(
     assert "not the pre-2025 history" in err
     code, out, _ = run(capsys, "--lang", "en", "--db", db, "areas", "load", "2025")
     assert row(out, "Created") == "0"
+
+
+@pytest.mark.slow
+def test_simulate_national_day_prints_its_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    """`tcs simulate national-day` seeds 3,321 communes, runs the virtual day and summarises."""
+    code, out, err = run(
+        capsys, "--lang", "en", "simulate", "national-day", "--memory", "--schedules", "300",
+        "--hours", "12",
+    )
+    assert code == 0, err
+    assert row(out, "Broadcasts / devices / communes") == "322 / 39,852 / 3,321"
+    assert int(row(out, "Dispatches").replace(",", "")) > 0
+    delivered, failed = row(out, "Delivered / failed").replace(",", "").split(" / ")
+    assert int(delivered) > 0
+    assert int(row(out, "Preemptions").replace(",", "")) > 0  # the 10:00 emergency cut in
+
+
+def test_simulate_refuses_a_used_store(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The simulation wants an empty store and says so, with exit code 2."""
+    db = tmp_path / "used.sqlite"
+    db.write_bytes(b"")
+    code, _, err = run(capsys, "simulate", "national-day", "--db", str(db))
+    assert code == 2
+    assert "empty store" in err or "kho dữ liệu trống" in err

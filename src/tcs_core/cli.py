@@ -11,12 +11,13 @@ line with the reason, never a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 from uuid import UUID
@@ -38,9 +39,7 @@ from tcs_core.domain.values import (
     BroadcastStatus,
     Category,
     Channel,
-    DeliveryOutcome,
     DeviceKind,
-    OutcomeStatus,
     Permission,
     Priority,
     Role,
@@ -50,7 +49,9 @@ from tcs_core.domain.values import (
 )
 from tcs_core.errors import TcsError, UnknownArea, ValidationError
 from tcs_core.loaders import LoadReport, load_2025, load_history, load_legacy
-from tcs_core.projections import AreaVersion, DeviceView
+from tcs_core.memory import MemoryTransport
+from tcs_core.projections import AreaVersion
+from tcs_core.scheduler import Scheduler, VirtualClock
 
 __all__ = ["MESSAGES", "main"]
 
@@ -176,6 +177,34 @@ MESSAGES: dict[str, dict[Lang, str]] = {
         "vi": "Lần chạy đầu: nạp lịch sử địa giới (khoảng 10 giây)…",
         "en": "First run: loading the area history (about 10 seconds)…",
     },
+    "cmd.simulate": {
+        "vi": "chạy mô phỏng một khối lượng công việc thực tế trên đồng hồ ảo",
+        "en": "run a realistic workload on a virtual clock",
+    },
+    "opt.workload": {
+        "vi": "national-day: 3.321 xã, 10 loa và 2 bảng tin mỗi xã, 10.000 lịch phát, 24 giờ",
+        "en": "national-day: 3,321 communes, 10 speakers and 2 boards each, 10,000 schedules, 24 h",
+    },
+    "opt.memory": {"vi": "lưu sự kiện trong bộ nhớ", "en": "keep events in memory"},
+    "opt.schedules": {"vi": "số lịch phát (mặc định 10.000)", "en": "schedules (default 10,000)"},
+    "opt.hours": {"vi": "số giờ mô phỏng (mặc định 24)", "en": "virtual hours (default 24)"},
+    "opt.seed": {"vi": "hạt giống ngẫu nhiên", "en": "random seed"},
+    "sim.fresh": {
+        "vi": "Mô phỏng cần một kho dữ liệu trống: {path} đã có dữ liệu",
+        "en": "The simulation needs an empty store: {path} holds data",
+    },
+    "sim.seeding": {"vi": "Đang tạo dữ liệu mô phỏng…", "en": "Seeding the workload…"},
+    "sim.running": {"vi": "Đang mô phỏng", "en": "Simulating"},
+    "sim.title": {"vi": "Kết quả mô phỏng {name}", "en": "Simulation {name}"},
+    "sim.seed_s": {"vi": "Tạo dữ liệu (giây)", "en": "Seeding (s)"},
+    "sim.broadcasts": {"vi": "Bản tin / thiết bị / xã", "en": "Broadcasts / devices / communes"},
+    "sim.dispatches": {"vi": "Lượt phát", "en": "Dispatches"},
+    "sim.deliveries": {"vi": "Lượt chuyển tới thiết bị", "en": "Deliveries"},
+    "sim.delivered": {"vi": "Thành công / thất bại", "en": "Delivered / failed"},
+    "sim.preemptions": {"vi": "Lượt chen ngang (khẩn cấp)", "en": "Preemptions"},
+    "sim.misfires": {"vi": "Lượt lỡ giờ", "en": "Misfires"},
+    "sim.events": {"vi": "Sự kiện đã ghi / giao dịch", "en": "Events written / transactions"},
+    "sim.wall": {"vi": "Thời gian chạy (giây)", "en": "Wall time (s)"},
     "demo.title": {"vi": "Chạy thử tcs-core", "en": "tcs-core demo"},
     "demo.areas": {"vi": "Đơn vị hành chính (mọi thời kỳ)", "en": "Areas (all periods)"},
     "demo.gialai_now": {
@@ -354,6 +383,18 @@ def build_parser(out: _Out) -> argparse.ArgumentParser:
         "demo", help=t("cmd.demo"), description=t("cmd.demo"), parents=[common]
     )
     demo.set_defaults(func=_cmd_demo)
+
+    sim = commands.add_parser(
+        "simulate", help=t("cmd.simulate"), description=t("cmd.simulate"), parents=[common]
+    )
+    sim.add_argument("workload", choices=("national-day",), help=t("opt.workload"))
+    sim.add_argument("--memory", action="store_true", help=t("opt.memory"))
+    sim.add_argument(
+        "--schedules", type=_count_type(out), default=10_000, metavar="N", help=t("opt.schedules")
+    )
+    sim.add_argument("--hours", type=_count_type(out), default=24, metavar="H", help=t("opt.hours"))
+    sim.add_argument("--seed", type=int, default=0, help=t("opt.seed"))
+    sim.set_defaults(func=_cmd_simulate)
     return p
 
 
@@ -670,25 +711,6 @@ def _ensure_history(app: SourceSystem, out: _Out) -> None:
         load_history(app, SYSTEM)
 
 
-def _resolve_targets(
-    app: SourceSystem, broadcast: Broadcast, at: datetime
-) -> tuple[list[DeviceView], list[DeviceView]]:
-    """Devices in the target subtrees on ``at`` that serve a targeted channel, and the devices
-    named by kind that serve none of them (reported as unmatched), as the scheduler does."""
-    area_ids = {v.area_id for aid in broadcast.target_area_ids for v in app.areas.subtree(aid, at)}
-    t = broadcast.targets
-    kinds, groups, channels = set(t.device_kinds), set(t.groups), set(t.channels)
-    matched, unmatched = [], []
-    for d in app.devices.in_areas(area_ids):
-        if (kinds and d.kind not in kinds) or (groups and not groups & set(d.groups)):
-            continue
-        if channels & set(d.channels):
-            matched.append(d)
-        elif kinds:
-            unmatched.append(d)
-    return sorted(matched, key=lambda d: d.name), sorted(unmatched, key=lambda d: d.name)
-
-
 def _demo_admin(app: SourceSystem) -> Actor:
     """The demo's administrator, or SYSTEM in a store whose accounts someone else created."""
     return DEMO_ADMIN if app.principals.get(DEMO_ADMIN) is not None else SYSTEM
@@ -752,17 +774,22 @@ def _run_broadcast(app: SourceSystem) -> tuple[Broadcast, dict[str, int], int]:
     )
     app.submit_broadcast(bid, actor=DEMO_OPERATOR)
     app.approve_broadcast(bid, actor=DEMO_APPROVER)
-    app.mark_scheduled(bid)
-    matched, unmatched = _resolve_targets(app, app.broadcast(bid), occurrence)
-    did = app.start_dispatch(
-        bid, occurrence, [d.device_id for d in matched], [d.device_id for d in unmatched]
-    )
-    delivered_at = datetime.now(UTC)
-    app.record_outcomes(
-        did, [DeliveryOutcome(d.device_id, OutcomeStatus.DELIVERED, delivered_at) for d in matched]
-    )
-    app.complete_dispatch(did)
-    return app.broadcast(bid), app.dispatch(did).counts(), len(matched)
+    # The scheduler takes it, fires the occurrence and delivers through the simulated devices'
+    # transport, on a virtual clock that runs through the item's airtime in an instant.
+    transport = MemoryTransport("simulated")
+    clock = VirtualClock(occurrence)
+    scheduler = Scheduler(app, [transport], clock)
+
+    async def air() -> None:
+        await scheduler.start()
+        await scheduler.run_until(occurrence + timedelta(minutes=10))
+        await scheduler.stop()
+
+    asyncio.run(air())
+    dispatch = app.dispatch_of(bid, occurrence)
+    if dispatch is None:
+        raise TcsError("the scheduler did not dispatch the demo broadcast")
+    return app.broadcast(bid), dispatch.counts(), len(dispatch.device_ids)
 
 
 def _cmd_demo(out: _Out, args: argparse.Namespace) -> int:
@@ -815,6 +842,55 @@ def _cmd_demo(out: _Out, args: argparse.Namespace) -> int:
         table.add_row(key, value)
     out.console.print(table)
     out.console.print(out.t("demo.again"), style="dim")
+    return 0
+
+
+def _cmd_simulate(out: _Out, args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from tcs_core.simulation import national_day, run
+
+    if args.memory:
+        settings = Settings.in_memory()
+    else:
+        settings = _settings(args, default_db=str(Path("tcs-simulation.sqlite").resolve()))
+        if settings.persistence == "sqlite" and Path(settings.sqlite_path).exists():
+            raise ValidationError("db", out.t("sim.fresh", path=settings.sqlite_path))
+    started = time.perf_counter()
+    with SourceSystem(settings) as app:
+        with out.console.status(out.t("sim.seeding")):
+            workload = national_day(app, schedules=args.schedules, seed=args.seed)
+        seeded = time.perf_counter() - started
+        with Progress(console=out.console, transient=True) as progress:
+            task = progress.add_task(out.t("sim.running"), total=1.0)
+            summary, _, _ = asyncio.run(
+                run(
+                    app,
+                    workload,
+                    hours=args.hours,
+                    progress=lambda f, _s: progress.update(task, completed=f),
+                )
+            )
+    rows = [
+        (out.t("sim.seed_s"), f"{seeded:.1f}"),
+        (
+            out.t("sim.broadcasts"),
+            f"{workload.broadcasts:,} / {workload.devices:,} / {workload.communes:,}",
+        ),
+        (out.t("sim.dispatches"), f"{summary.dispatches:,}"),
+        (out.t("sim.deliveries"), f"{summary.deliveries:,}"),
+        (out.t("sim.delivered"), f"{summary.delivered:,} / {summary.failed:,}"),
+        (out.t("sim.preemptions"), f"{summary.preemptions:,}"),
+        (out.t("sim.misfires"), f"{summary.misfires:,}"),
+        (out.t("sim.events"), f"{summary.events_written:,} / {summary.transactions:,}"),
+        (out.t("sim.wall"), f"{summary.wall_s:.1f}"),
+    ]
+    table = Table(title=out.t("sim.title", name=args.workload))
+    table.add_column(out.t("field"), style="bold")
+    table.add_column(out.t("value"))
+    for key, value in rows:
+        table.add_row(key, value)
+    out.console.print(table)
     return 0
 
 
