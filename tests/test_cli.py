@@ -437,7 +437,7 @@ def test_simulate_national_day_prints_its_summary(capsys: pytest.CaptureFixture[
     assert code == 0, err
     assert row(out, "Broadcasts / devices / communes") == "322 / 39,852 / 3,321"
     assert int(row(out, "Dispatches").replace(",", "")) > 0
-    delivered, failed = row(out, "Delivered / failed").replace(",", "").split(" / ")
+    delivered, _failed = row(out, "Delivered / failed").replace(",", "").split(" / ")
     assert int(delivered) > 0
     assert int(row(out, "Preemptions").replace(",", "")) > 0  # the 10:00 emergency cut in
 
