@@ -277,3 +277,28 @@ def test_secrets_in_device_settings_are_refused(app: SourceSystem) -> None:
     assert "hunter2" not in msg and "env:" in msg
     device = app.device(register("env:LOA1_PASSWORD"))
     assert device.settings == {"password": "env:LOA1_PASSWORD"}
+
+
+def test_reviser_cannot_approve_what_they_rewrote(app: SourceSystem) -> None:
+    """An approver who revised someone else's draft has written it, so cannot approve it."""
+    b = _draft(app, "op.p")
+    bc = app.broadcast(b)
+    app.revise_broadcast(
+        b,
+        title="Nội dung do người duyệt viết lại",
+        category=bc.category,
+        priority=bc.priority,
+        content=bc.content,
+        targets=bc.targets,
+        schedule=bc.schedule,
+        actor="appr.p",
+    )
+    app.submit_broadcast(b, "appr.p")
+    msg = _stores_nothing(app, lambda: app.approve_broadcast(b, "appr.p"), PermissionDenied)
+    assert "revised" in msg
+    app.approve_broadcast(b, "appr.plain")
+
+
+def test_trailing_newline_is_not_a_username(app: SourceSystem) -> None:
+    """Validation matches whole values: 'mallory\\n' is not a valid username."""
+    _stores_nothing(app, lambda: app.create_principal("mallory\n", actor="admin"), ValidationError)

@@ -226,3 +226,37 @@ def test_postgres_password_comes_from_environment() -> None:
     env = s.eventsourcing_env({"PW": "s3cret"})
     assert env["POSTGRES_PASSWORD"] == "s3cret" and env["POSTGRES_PORT"] == "6543"
     assert "s3cret" not in repr(s)
+
+
+def test_an_area_with_live_children_cannot_end(app: SourceSystem) -> None:
+    """Ending an area that still has areas under it is refused: they would fall out of every tree."""
+    with pytest.raises(InvalidTransition, match="still has 2 area"):
+        app.dissolve_area("D", effective=D1, actor="admin")
+    with pytest.raises(ValidationError, match="named twice"):
+        app.merge_areas(["A", "A"], into="B", effective=D1, actor="admin")
+
+
+def test_innocent_setting_names_are_not_secrets(app: SourceSystem) -> None:
+    """ping_interval or mapping are plain settings; sip_password must be a reference."""
+    d = app.register_device(
+        "Loa 2",
+        "ip_speaker",
+        area="A",
+        transport="sip",
+        address="sip:loa2@127.0.0.1",
+        channels=["audio"],
+        settings={"ping_interval": 30, "mapping": "x"},
+        actor="admin",
+    )
+    assert app.device(d).settings == {"ping_interval": "30", "mapping": "x"}
+    with pytest.raises(ValidationError, match="secret"):
+        app.register_device(
+            "Loa 3",
+            "ip_speaker",
+            area="A",
+            transport="sip",
+            address="sip:loa3@127.0.0.1",
+            channels=["audio"],
+            settings={"sip_password": "123456"},
+            actor="admin",
+        )

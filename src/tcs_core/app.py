@@ -8,8 +8,11 @@ command stores nothing.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, TypeVar, cast
@@ -39,6 +42,7 @@ from tcs_core.domain.values import (
     DeviceStatus,
     FacilityKind,
     FeedbackChannel,
+    OutcomeStatus,
     Permission,
     Preemption,
     Priority,
@@ -92,6 +96,26 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _prepare_sqlite(path: str, timeout_s: float) -> None:
+    """Switch a new SQLite file to WAL once, retrying while another opener holds the lock.
+
+    eventsourcing sets WAL on connect without retrying; several workers opening a brand-new file
+    at the same moment would otherwise see "database is locked".
+    """
+    if ":memory:" in path or "mode=memory" in path:
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=timeout_s, uri=True)) as c:
+                c.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SourceSystem(Application[UUID]):
     """Areas, devices, stations, facilities, broadcasts, dispatches, feedback and principals."""
 
@@ -124,6 +148,8 @@ class SourceSystem(Application[UUID]):
         self._projection_lock = threading.RLock()
         self._subtree_cache: dict[tuple[UUID, date], frozenset[UUID]] = {}
         self._subtree_version = -1
+        if self.settings.persistence == "sqlite":
+            _prepare_sqlite(self.settings.sqlite_path, self.settings.sqlite_lock_timeout_s)
         super().__init__(env=es_env)
         self._catch_up()
 
@@ -378,6 +404,20 @@ class SourceSystem(Application[UUID]):
     def _load_area(self, code: str, at: date) -> Area:
         return self._get(Area, self._area(code, at).area_id, "area")
 
+    def _check_no_children(self, area: Area, effective: date, ending: Iterable[UUID] = ()) -> None:
+        """An area cannot end while areas still hang under it: they would fall out of every
+        subtree. Move, merge or dissolve them first (with the same effective date); areas that
+        end in the same command do not count."""
+        skip = set(ending)
+        live = [v for v in self.areas.children(area.id, effective) if v.area_id not in skip]
+        if live:
+            names = ", ".join(f"{v.code} ({v.name})" for v in live[:5])
+            more = f" and {len(live) - 5} more" if len(live) > 5 else ""
+            raise InvalidTransition(
+                f"area {area.code} still has {len(live)} area(s) under it on "
+                f"{effective.isoformat()}: {names}{more}; move, merge or dissolve them first"
+            )
+
     def _area_admin(self, area: Area, at: date, actor: Actor) -> None:
         self.authorise(actor, Role.ADMIN, [area.parent_id if area.parent_id else None], at=at)
 
@@ -408,21 +448,28 @@ class SourceSystem(Application[UUID]):
     ) -> None:
         """End each area in ``codes``: its territory joins ``into`` (which must exist then)."""
         effective = as_date(effective)
+        if len(set(codes)) != len(codes):
+            raise ValidationError("codes", "an area is named twice")
         target = self._area(into, effective)
         areas = [self._load_area(c, effective) for c in codes]
         if not areas:
             raise ValidationError("codes", "name at least one area to merge")
+        ending = {a.id for a in areas}
         for a in areas:
             self._area_admin(a, effective, actor)
+            self._check_no_children(a, effective, ending)
             a.merge_into(target.area_id, effective, actor)
         self.save(*areas)
 
     def split_area(self, code: str, *, into: Sequence[str], effective: date, actor: Actor) -> None:
         """End the area: its territory is shared among ``into`` (which must exist then)."""
         effective = as_date(effective)
+        if len(set(into)) != len(into):
+            raise ValidationError("into", "a successor is named twice")
         targets = tuple(self._area(c, effective).area_id for c in into)
         area = self._load_area(code, effective)
         self._area_admin(area, effective, actor)
+        self._check_no_children(area, effective)
         area.split_into(targets, effective, actor)
         self.save(area)
 
@@ -431,6 +478,7 @@ class SourceSystem(Application[UUID]):
         effective = as_date(effective)
         area = self._load_area(code, effective)
         self._area_admin(area, effective, actor)
+        self._check_no_children(area, effective)
         area.dissolve(effective, actor)
         self.save(area)
 
@@ -900,6 +948,20 @@ class SourceSystem(Application[UUID]):
         """Record a batch of delivery outcomes as one event."""
         d = self.dispatch(dispatch_id_)
         d.record_outcomes(outcomes, str(actor))
+        self.save(d)
+
+    def record_batch(
+        self,
+        dispatch_id_: UUID,
+        device_ids: Sequence[UUID],
+        status: OutcomeStatus | str,
+        at: datetime,
+        reason: str = "",
+        actor: Actor = SYSTEM,
+    ) -> None:
+        """Record one outcome for many devices of a dispatch as one event."""
+        d = self.dispatch(dispatch_id_)
+        d.record_batch(device_ids, status, at, str(actor), reason)
         self.save(d)
 
     def complete_dispatch(

@@ -114,6 +114,7 @@ class AreaIndex(Projection):
         self._by_code: dict[str, list[UUID]] = defaultdict(list)
         self._children: dict[UUID | None, set[UUID]] = defaultdict(set)
         self._successors: dict[UUID, tuple[UUID, ...]] = {}
+        self._ended_on: dict[UUID, date] = {}
 
     # -- event handlers ------------------------------------------------------------------------
 
@@ -151,6 +152,7 @@ class AreaIndex(Projection):
         else:
             versions[-1] = attrs.evolve(versions[-1], valid_to=effective)
         self._successors[aid] = tuple(as_uuid(s) for s in successors)
+        self._ended_on[aid] = effective
 
     def on_merged_into(self, e: Any) -> None:
         self._end(e.originator_id, as_date(e.effective), (e.target_id,))
@@ -254,13 +256,15 @@ class AreaIndex(Projection):
         """
         out: dict[UUID, AreaVersion] = {}
         stack, seen = [area_id], set()
+        day = None if at is None else self.day(at)
         with self.lock:
             while stack:
                 aid = stack.pop()
                 if aid in seen:
                     continue
                 seen.add(aid)
-                if aid in self._successors:
+                # Follow an ending only if it happened by the query date.
+                if aid in self._successors and (day is None or self._ended_on[aid] <= day):
                     stack.extend(self._successors[aid])
                     continue
                 versions = self._versions.get(aid)

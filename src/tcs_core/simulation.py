@@ -204,10 +204,14 @@ def national_day(
     # Gia Lai relays the provincial programme (tiếp sóng đài tỉnh) every morning 09:55-10:10:
     # the 10:00 emergency cuts into it on every speaker of the province.
     add(
-        "Tiếp sóng chương trình phát thanh của Đài tỉnh Gia Lai", gia_lai,
-        ScheduleSpec.recurring("55 9 * * *", valid_from=valid_from, valid_until=valid_until,
-                               duration_s=900),
-        Priority.NORMAL, Channel.AUDIO, Category.LOCAL_GOVERNMENT,
+        "Tiếp sóng chương trình phát thanh của Đài tỉnh Gia Lai",
+        gia_lai,
+        ScheduleSpec.recurring(
+            "55 9 * * *", valid_from=valid_from, valid_until=valid_until, duration_s=900
+        ),
+        Priority.NORMAL,
+        Channel.AUDIO,
+        Category.LOCAL_GOVERNMENT,
     )
     emergency = add(
         "Cảnh báo bão khẩn cấp: người dân không ra khơi, gia cố nhà cửa.",

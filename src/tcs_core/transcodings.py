@@ -14,7 +14,7 @@ from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from tcs_core.domain import values as v
 
-__all__ = ["VALUE_TYPES", "AttrsTranscoding", "DateAsISO", "register_all"]
+__all__ = ["VALUE_TYPES", "AttrsTranscoding", "DateAsISO", "FrozensetAsList", "register_all"]
 
 
 class DateAsISO(Transcoding):
@@ -28,6 +28,19 @@ class DateAsISO(Transcoding):
 
     def decode(self, data: str) -> date:
         return date.fromisoformat(data)
+
+
+class FrozensetAsList(Transcoding):
+    """A frozenset as a sorted list (snapshots of principals and dispatches hold frozensets)."""
+
+    type = frozenset
+    name = "frozenset"
+
+    def encode(self, obj: frozenset[Any]) -> list[Any]:
+        return sorted(obj, key=str)
+
+    def decode(self, data: list[Any]) -> frozenset[Any]:
+        return frozenset(data)
 
 
 class AttrsTranscoding(Transcoding):
@@ -61,5 +74,6 @@ VALUE_TYPES: dict[str, type[Any]] = {
 def register_all(transcoder: JSONTranscoder) -> None:
     """Register the date transcoding and one transcoding per value type."""
     transcoder.register(DateAsISO())
+    transcoder.register(FrozensetAsList())
     for name, cls in VALUE_TYPES.items():
         transcoder.register(AttrsTranscoding(cls, name))

@@ -89,6 +89,8 @@ class Broadcast(TcsAggregate):
             title, category, priority, content, targets, target_area_ids, schedule, preemption
         )
         self.author = actor
+        # Everyone who wrote the content: none of them may approve it (four-eyes rule).
+        self.editors: tuple[str, ...] = (actor,)
         self.status = BroadcastStatus.DRAFTED
         self.submitted_by: str | None = None
         self.approved_by: str | None = None
@@ -121,6 +123,7 @@ class Broadcast(TcsAggregate):
         self.content = _content_map(self.content)
         self.target_area_ids = tuple(as_uuid(x) for x in self.target_area_ids)
         self.status = BroadcastStatus(self.status)
+        self.editors = tuple(self.editors)
 
     @staticmethod
     def check_title(title: str) -> str:
@@ -172,9 +175,10 @@ class Broadcast(TcsAggregate):
     def approve(self, actor: str) -> None:
         """Approve; the approver may not be the author (four-eyes rule)."""
         self._allow("approve")
-        if actor == self.author:
+        if actor in self.editors:
+            what = "drafted" if actor == self.author else "revised"
             raise PermissionDenied(
-                f"{actor} drafted broadcast {self.title!r} and cannot approve it: "
+                f"{actor} {what} broadcast {self.title!r} and cannot approve it: "
                 "a second person with approver rights over every target area must approve"
             )
         self._approved(actor=actor)
@@ -230,6 +234,8 @@ class Broadcast(TcsAggregate):
         )
         self.status = BroadcastStatus.DRAFTED
         self.decided_reason = None
+        if actor not in self.editors:
+            self.editors = (*self.editors, actor)
 
     @event("Submitted", topic="tcs.broadcast.submitted")
     def _submitted(self, actor: str) -> None:

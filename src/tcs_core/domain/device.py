@@ -19,7 +19,11 @@ __all__ = ["Device", "LivenessTracker", "validate_settings"]
 
 # Setting names that hold credentials. Their values must be references ("env:NAME") so that no
 # secret is ever written into an event, a snapshot or a log line.
-_SECRET_NAME = re.compile(r"(pass|secret|token|key|credential|pin)", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"(?:^|[_.-])(pass(word|wd|phrase)?|secret|token|(api|auth|private|access|secret)?_?key"
+    r"|credentials?|pin)(?:$|[_.-])",
+    re.IGNORECASE,
+)
 _ENV_REF = re.compile(r"^env:[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -32,7 +36,7 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, str]:
         if not isinstance(value, str | int | float | bool):
             raise ValidationError(f"settings.{name}", "values must be strings, numbers or booleans")
         text = str(value)
-        if _SECRET_NAME.search(name) and not _ENV_REF.match(text):
+        if _SECRET_NAME.search(name) and not _ENV_REF.fullmatch(text):
             raise ValidationError(
                 f"settings.{name}",
                 "looks like a secret: give a reference such as 'env:SPEAKER_PASSWORD' and put "

@@ -18,7 +18,7 @@ _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
 
 def validate_username(name: str) -> str:
     """Usernames are lowercase ASCII (2-64 chars: letters, digits, . _ @ -)."""
-    if not isinstance(name, str) or not _USERNAME.match(name):
+    if not isinstance(name, str) or not _USERNAME.fullmatch(name):
         raise ValidationError(
             "username", "use 2-64 lowercase letters, digits or . _ @ - (e.g. 'op.iapia')"
         )

@@ -289,6 +289,8 @@ def _opt_utc(value: datetime | str | None) -> datetime | None:
 
 
 def _utc(value: datetime | str) -> datetime:
+    if isinstance(value, datetime) and value.tzinfo is UTC:
+        return value  # already aware and in UTC: exactly what as_utc would return
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return as_utc(value)
@@ -359,7 +361,7 @@ class AudioContent:
 
     def __attrs_post_init__(self) -> None:
         _require_text("audio.uri", self.uri, 2048)
-        if not _SHA256.match(self.sha256):
+        if not _SHA256.fullmatch(self.sha256):
             raise ValidationError("audio.sha256", "must be 64 lowercase hexadecimal characters")
         if self.duration_s is not None and not (0 < self.duration_s <= 24 * 3600):
             raise ValidationError("audio.duration_s", "must be between 0 and 86400 seconds")
@@ -552,15 +554,29 @@ class RoleGrant:
     area_id: UUID | None = attrs.field(default=None, converter=_opt_uuid)
 
 
+_OUTCOME_STATUSES: dict[str, OutcomeStatus] = {s.value: s for s in OutcomeStatus}
+
+
+def _outcome_status(value: OutcomeStatus | str) -> OutcomeStatus:
+    """``OutcomeStatus(value)`` without the enum machinery on the hot path."""
+    try:
+        return _OUTCOME_STATUSES[value]
+    except (KeyError, TypeError):
+        return OutcomeStatus(value)  # raises the usual ValueError
+
+
+_DELIVERED = OutcomeStatus.DELIVERED
+
+
 @attrs.frozen
 class DeliveryOutcome:
     """The result of delivering one dispatch to one device."""
 
     device_id: UUID = attrs.field(converter=_uuid)
-    status: OutcomeStatus = attrs.field(converter=OutcomeStatus)
+    status: OutcomeStatus = attrs.field(converter=_outcome_status)
     at: datetime = attrs.field(converter=_utc)
     reason: str = ""
 
     def __attrs_post_init__(self) -> None:
-        if self.status is not OutcomeStatus.DELIVERED and not self.reason:
+        if self.status is not _DELIVERED and not self.reason:
             raise ValidationError("outcome.reason", "a failed or retryable outcome needs a reason")

@@ -1,0 +1,13 @@
+"""Test support for suites that exercise tcs-core: Hypothesis strategies and pytest fixtures.
+
+- ``tcs_core.testing.strategies``: strategies for every public domain type, and random area
+  histories (``area_histories`` / ``apply_history`` / ``AreaModel``);
+- ``tcs_core.testing.fixtures``: a pytest plugin
+  (``pytest_plugins = ["tcs_core.testing.fixtures"]``) with ``tcs_settings``, ``source_system``
+  and ``small_province``.
+
+Neither submodule is imported here: they need the ``test`` extra (hypothesis, pytest).
+See ``docs/testing.md``.
+"""
+
+__all__ = ["fixtures", "strategies"]
