@@ -301,11 +301,13 @@ def drive_broadcast(app: TrackingSystem, data: st.DataObject) -> None:
             actor = OPERATOR_C1 if within_c1 and not special(b) else APPROVER_P1
             app.submit_broadcast(bid, actor)
         elif command == "approve":
-            approvers = [ADMIN]
-            if b.author != APPROVER_P1:
-                approvers.append(APPROVER_P1)
+            approvers = [ADMIN, APPROVER_P1]
             if within_c1 and not special(b):
                 approvers.append(APPROVER_C1)
+            # Four-eyes: nobody who wrote the content (author or reviser) may approve it.
+            approvers = [a for a in approvers if a not in b.editors]
+            if not approvers:
+                continue
             app.approve_broadcast(bid, draw(st.sampled_from(approvers)))
         elif command == "reject":
             app.reject_broadcast(bid, draw(REASONS), draw(st.sampled_from((ADMIN, APPROVER_P1))))

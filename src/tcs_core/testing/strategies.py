@@ -21,7 +21,7 @@ import string
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any, Literal, TypeAlias, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -692,7 +692,8 @@ def _schedule_specs(
             kwargs["valid_until"] = draw(instant)
         else:
             length = draw(st.integers(1, 10 * 366 * 24 * 3600))
-            kwargs["valid_until"] = valid_from + timedelta(seconds=length)
+            # In UTC: wall-clock arithmetic across a DST fall-back could land earlier.
+            kwargs["valid_until"] = valid_from.astimezone(UTC) + timedelta(seconds=length)
     if k is ScheduleKind.ONCE:
         return ScheduleSpec.once(draw(instant), **kwargs)
     if k is ScheduleKind.LIST:
