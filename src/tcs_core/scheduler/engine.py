@@ -387,6 +387,9 @@ class Scheduler:
             raise TcsError("run_until needs a VirtualClock; a real clock runs by itself")
         set_time = self.clock.set  # type: ignore[attr-defined]
         while True:
+            # Finish everything due at the current instant before time moves on (work spawned
+            # by start() or by the last step would otherwise run "later" on the virtual clock).
+            await self._drain()
             take = self._apply_changes()
             if take:
                 await self._take(take, self.clock.now())
