@@ -19,6 +19,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import pytz
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -605,7 +606,6 @@ def test_repeat_count_and_gap() -> None:
         (lambda: daily(["06:60"]), "times", "minutes must be 00 to 59"),
         (lambda: daily(["six"]), "times", "'HH:MM'"),
         (lambda: daily([]), "times", "non-empty"),
-        (lambda: daily(["06:00", "11:30"]), "times", "'0 6 * * *', '30 11 * * *'"),
         (lambda: daily(["06:00"], zone="Mars/Olympus"), "zone", "unknown time zone"),
         (lambda: weekly([7], ["06:00"]), "weekdays", "0 (Monday) to 6 (Sunday)"),
         (lambda: weekly(["funday"], ["06:00"]), "weekdays", "'mon'..'sun'"),
@@ -726,3 +726,25 @@ def test_docs_examples_run() -> None:
     for block in blocks:
         padding = "\n" * text[: block.start(1)].count("\n")  # tracebacks show the file's lines
         exec(compile(padding + block.group(1), "docs/schedules.md", "exec"), namespace)
+
+
+def test_several_times_a_day_that_are_not_a_grid_form_a_union() -> None:
+    """06:00 and 11:30 daily is a union of two expressions, firing exactly at those times."""
+    spec = daily(["06:00", "11:30"], zone="Asia/Ho_Chi_Minh")
+    assert spec.cron == "0 6 * * * | 30 11 * * *"
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    got = list(occurrences(spec, start, start + timedelta(days=2)))
+    local = [t.astimezone(pytz.timezone("Asia/Ho_Chi_Minh")).strftime("%d %H:%M") for t in got]
+    assert local == ["02 11:30", "03 06:00", "03 11:30", "04 06:00"]
+    assert next_occurrence(spec, got[0]) == got[1]
+
+
+def test_union_members_are_shared_in_the_cache() -> None:
+    """Each expression of a union is cached on its own, and shared with schedules using it alone."""
+    cache = RecurrenceCache()
+    union = daily(["06:00", "11:30"], zone="UTC")
+    alone = ScheduleSpec.recurring("0 6 * * *", zone="UTC")
+    t = datetime(2026, 3, 2, tzinfo=UTC)
+    next_occurrence(union, t, cache=cache)
+    next_occurrence(alone, t, cache=cache)
+    assert cache.stats().keys == 2

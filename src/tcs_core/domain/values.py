@@ -51,6 +51,7 @@ __all__ = [
     "StationKind",
     "Targets",
     "as_utc",
+    "cron_parts",
 ]
 
 DEFAULT_ZONE = "Asia/Ho_Chi_Minh"
@@ -333,6 +334,12 @@ def _require_text(field: str, value: str, max_len: int) -> None:
         raise ValidationError(field, f"is {len(value)} characters long; at most {max_len}")
 
 
+def cron_parts(cron: str) -> list[str]:
+    """The expressions of a cron schedule: one, or a union written ``"0 6 * * * | 30 11 * * *"``
+    (times a day that do not form an hours × minutes grid need several expressions)."""
+    return [p.strip() for p in cron.split("|") if p.strip()]
+
+
 def _zone(value: str) -> str:
     try:
         pytz.timezone(value)
@@ -495,7 +502,8 @@ class ScheduleSpec:
 
     def __attrs_post_init__(self) -> None:
         if self.kind is ScheduleKind.CRON:
-            if not self.cron or not croniter.is_valid(self.cron):
+            parts = cron_parts(self.cron or "")
+            if not parts or not all(croniter.is_valid(p) for p in parts):
                 raise ValidationError(
                     "schedule.cron", f"not a valid cron expression: {self.cron!r}"
                 )

@@ -7,8 +7,8 @@ with a gap. Every form takes the same keywords: ``zone`` (a zone name, default A
 ``coalesce``. Bad input raises :class:`~tcs_core.errors.ValidationError` naming the field.
 
 Times of day are ``"HH:MM"`` strings (or :class:`datetime.time` values). One cron expression is a
-grid of hours × minutes, so the times of one schedule must form such a grid (06:00 and 17:00 do;
-06:00 and 11:30 do not -- the error names the expressions to use instead, one schedule each).
+grid of hours × minutes (06:00 and 17:00 form one); times that do not (06:00 and 11:30) become a
+union of expressions, ``"0 6 * * * | 30 11 * * *"``.
 """
 
 from __future__ import annotations
@@ -77,26 +77,27 @@ def _join(values: Iterable[int]) -> str:
     return ",".join(str(v) for v in sorted(set(values)))
 
 
-def _time_fields(times: Sequence[TimeOfDay]) -> str:
-    """The minute and hour fields of a cron expression naming exactly ``times`` each day."""
+def _crons(times: Sequence[TimeOfDay], rest: str) -> str:
+    """A cron schedule firing at exactly ``times`` on the days ``rest`` (the last three fields)
+    names: one expression when the times form an hours × minutes grid, else a union."""
+    return " | ".join(f"{fields} {rest}" for fields in _time_fields(times))
+
+
+def _time_fields(times: Sequence[TimeOfDay]) -> list[str]:
+    """Minute and hour fields naming exactly ``times`` each day: one pair for a grid, else one
+    per group of hours sharing the same minutes."""
     if isinstance(times, str | time) or not times:
         raise ValidationError("times", "give a non-empty list of 'HH:MM' times")
     pairs = {parse_time(t) for t in times}
     hours = sorted({h for h, _ in pairs})
     minutes = sorted({m for _, m in pairs})
     if len(pairs) == len(hours) * len(minutes):
-        return f"{_join(minutes)} {_join(hours)}"
+        return [f"{_join(minutes)} {_join(hours)}"]
     # Not a grid: group the hours by their set of minutes, one expression per group.
     groups: dict[tuple[int, ...], list[int]] = {}
     for hour in hours:
         groups.setdefault(tuple(sorted(m for h, m in pairs if h == hour)), []).append(hour)
-    crons = [f"{_join(mins)} {_join(hrs)} * * *" for mins, hrs in groups.items()]
-    listed = ", ".join(f"{h:02d}:{m:02d}" for h, m in sorted(pairs))
-    raise ValidationError(
-        "times",
-        f"{listed} do not form an hours × minutes grid, so one cron expression cannot hold them; "
-        f"make one schedule per expression: {', '.join(repr(c) for c in crons)}",
-    )
+    return [f"{_join(mins)} {_join(hrs)}" for mins, hrs in groups.items()]
 
 
 def _spec(
@@ -135,7 +136,7 @@ def daily(
 ) -> ScheduleSpec:
     """Every day at each of ``times`` (local wall times in ``zone``)."""
     return _spec(
-        f"{_time_fields(times)} * * *",
+        _crons(times, "* * *"),
         zone,
         valid_from,
         valid_until,
@@ -204,7 +205,7 @@ def weekly(
     # Python counts Monday as 0, cron counts Sunday as 0.
     dows = {(_weekday(d) + 1) % 7 for d in weekdays}
     return _spec(
-        f"{_time_fields(times)} * * {_join(dows)}",
+        _crons(times, f"* * {_join(dows)}"),
         zone,
         valid_from,
         valid_until,
@@ -234,7 +235,7 @@ def monthly(
         if isinstance(day, bool) or not isinstance(day, int) or not 1 <= day <= 31:
             raise ValidationError("days", f"{day!r} is not a day of the month: use 1 to 31")
     return _spec(
-        f"{_time_fields(times)} {_join(days)} * *",
+        _crons(times, f"{_join(days)} * *"),
         zone,
         valid_from,
         valid_until,

@@ -42,6 +42,8 @@ listed offset.
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import re
 import threading
 from collections import OrderedDict
@@ -53,7 +55,7 @@ import attrs
 import pytz
 from croniter import CroniterBadDateError, croniter
 
-from tcs_core.domain.values import ScheduleKind, ScheduleSpec, as_utc
+from tcs_core.domain.values import ScheduleKind, ScheduleSpec, as_utc, cron_parts
 from tcs_core.errors import ValidationError
 
 __all__ = [
@@ -526,7 +528,12 @@ def _raw(spec: ScheduleSpec, start: datetime, cache: RecurrenceCache) -> Iterato
     """Instants of the spec at or after ``start``, ignoring the window and exceptions."""
     if spec.kind is ScheduleKind.CRON:
         assert spec.cron is not None
-        return cache.iter_from(spec.cron, spec.zone, start)
+        parts = cron_parts(spec.cron)
+        if len(parts) == 1:
+            return cache.iter_from(parts[0], spec.zone, start)
+        # A union: each (expression, zone) is computed (and shared) on its own, then merged.
+        merged = heapq.merge(*(cache.iter_from(p, spec.zone, start) for p in parts))
+        return (t for t, _ in itertools.groupby(merged))
     instants: Sequence[datetime] = spec.instants
     return iter(instants[bisect.bisect_left(instants, start) :])
 
@@ -586,8 +593,8 @@ def next_occurrence(
     cache = cache or default_cache
     if spec.kind is ScheduleKind.CRON and not spec.exceptions:
         assert spec.cron is not None
-        got = cache.take(spec.cron, spec.zone, lo, 1)
-        found = got[0] if got else None
+        firsts = [got[0] for p in cron_parts(spec.cron) if (got := cache.take(p, spec.zone, lo, 1))]
+        found = min(firsts) if firsts else None
         if found is None or (spec.valid_until is not None and found >= spec.valid_until):
             return None
         return found
