@@ -18,7 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 
 from tcs_core import transcodings
@@ -196,6 +197,26 @@ class SourceSystem(Application[UUID]):
                 for p in self._projections:
                     p.apply(topic, r.domain_event)
                 self.position = max(self.position, r.notification.id)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """As ``Application.save``, minus its runtime-``Protocol`` isinstance checks, which cost
+        ~15-40 us per object on Python 3.11; tcs-core saves its own aggregates and events."""
+        pe: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if obj is None:
+                continue
+            if isinstance(obj, Aggregate):
+                pe.events.extend(obj.collect_events())
+                pe.aggregates[obj.id] = obj
+            elif isinstance(obj, DomainEvent):
+                pe.events.append(obj)
+            else:  # anything else: the library's generic path
+                return super().save(*objs, **kwargs)
+        pe.saved_kwargs.update(kwargs)
+        recordings = self._record(pe)
+        self._take_snapshots(pe)
+        self._notify(recordings)
+        return recordings
 
     def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
         try:

@@ -7,6 +7,7 @@ scripted (fail, be busy, answer after a delay) to exercise the engine's outcome 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from uuid import UUID
@@ -50,6 +51,7 @@ class MemoryTransport:
         limits: Limits | None = None,
         delay_s: float = 0.0,
         script: Script | None = None,
+        health: Callable[[DeviceTarget], Health | None] | None = None,
     ) -> None:
         self.name = name
         self.channels = channels
@@ -60,6 +62,8 @@ class MemoryTransport:
         self.limits = limits or Limits(concurrency=10_000)
         self.delay_s = delay_s
         self.script = script
+        self.health = health
+        self._next_slot = 0.0
         self.played: dict[UUID, list[Played]] = defaultdict(list)
         self.preempted: dict[UUID, int] = defaultdict(int)
         self.keys: set[str] = set()
@@ -75,8 +79,22 @@ class MemoryTransport:
     async def deliver(
         self, device: DeviceTarget, content: ContentVariant, key: str, context: DeliveryContext
     ) -> Outcome:
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        rate = self.limits.rate_per_s
+        if rate is not None:  # pace to the declared rate, or say when to come back
+            now = time.monotonic()
+            start = max(now, self._next_slot)
+            if start - now > self.limits.timeout_s / 2:
+                return Outcome.retryable(f"rate limit of {rate:g}/s", retry_after_s=start - now)
+            self._next_slot = start + 1 / rate
+            await asyncio.sleep(start - now)
+        delay = float(device.settings.get("delay_s", self.delay_s))
+        if delay >= self.limits.timeout_s:  # slower than the timeout: give up in time
+            await asyncio.sleep(self.limits.timeout_s)
+            return Outcome.retryable(
+                f"{device.name} ({device.address}): no answer within {self.limits.timeout_s:g} s"
+            )
+        if delay:
+            await asyncio.sleep(delay)
         if self.script is not None:
             scripted = self.script(device, context)
             if scripted is not None:
@@ -93,7 +111,13 @@ class MemoryTransport:
         return Outcome.delivered(reason="stopped")
 
     async def probe(self, device: DeviceTarget) -> Health:
+        if self.health is not None and (h := self.health(device)) is not None:
+            return h
         return Health(ok=True, detail="in memory")
+
+    def plays(self, device_id: UUID) -> int:
+        """Distinct items the device played (the conformance suite's ObservablePlays hook)."""
+        return len(self.played.get(device_id, ()))
 
     @property
     def deliveries(self) -> int:

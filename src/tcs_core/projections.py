@@ -305,6 +305,7 @@ class DeviceView:
     groups: tuple[str, ...]
     status: DeviceStatus = DeviceStatus.UNKNOWN
     active: bool = True
+    settings: dict[str, str] = attrs.field(factory=dict)  # secrets stay env:NAME references
 
 
 class DeviceIndex(Projection):
@@ -334,12 +335,14 @@ class DeviceIndex(Projection):
             tuple(Channel(c) for c in e.channels),
             tuple(e.groups),
         )
+        d.settings = dict(e.settings)
         self._devices[d.device_id] = d
         self._by_area[d.area_id].add(d.device_id)
 
     def on_configured(self, e: Any) -> None:
         d = self._devices[e.originator_id]
         d.address = e.address
+        d.settings = dict(e.settings)
         d.channels = tuple(Channel(c) for c in e.channels)
         d.groups = tuple(e.groups)
 

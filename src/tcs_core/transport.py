@@ -73,7 +73,10 @@ class Capability(enum.StrEnum):
 
 @attrs.frozen
 class Limits:
-    """Concurrency and rate limits the engine honours for a transport."""
+    """Limits of a transport. The engine enforces ``concurrency`` (a semaphore per transport) and
+    ``timeout_s`` (per call); ``rate_per_s`` is the far end's rate, which the transport honours
+    itself (pacing, or ``retryable`` with ``retry_after_s``). Waiting for a slot counts against
+    ``timeout_s``."""
 
     concurrency: int = 100
     rate_per_s: float | None = None

@@ -8,6 +8,7 @@ that normalises what comes back (see ``tcs_core.transcodings``).
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -334,6 +335,12 @@ def _require_text(field: str, value: str, max_len: int) -> None:
         raise ValidationError(field, f"is {len(value)} characters long; at most {max_len}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _cron_ok(expression: str) -> bool:
+    """croniter's check, cached: every replay of a schedule re-validates it."""
+    return bool(croniter.is_valid(expression))
+
+
 def cron_parts(cron: str) -> list[str]:
     """The expressions of a cron schedule: one, or a union written ``"0 6 * * * | 30 11 * * *"``
     (times a day that do not form an hours × minutes grid need several expressions)."""
@@ -503,7 +510,7 @@ class ScheduleSpec:
     def __attrs_post_init__(self) -> None:
         if self.kind is ScheduleKind.CRON:
             parts = cron_parts(self.cron or "")
-            if not parts or not all(croniter.is_valid(p) for p in parts):
+            if not parts or not all(_cron_ok(p) for p in parts):
                 raise ValidationError(
                     "schedule.cron", f"not a valid cron expression: {self.cron!r}"
                 )

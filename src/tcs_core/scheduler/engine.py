@@ -46,7 +46,7 @@ from tcs_core.domain.values import (
     ScheduleSpec,
     Targets,
 )
-from tcs_core.errors import DispatchExists, TcsError, ValidationError
+from tcs_core.errors import AlreadyExists, DispatchExists, TcsError, ValidationError
 from tcs_core.projections import BroadcastView, DeviceView
 from tcs_core.schedule import next_occurrence
 from tcs_core.scheduler.clock import Clock, RealClock
@@ -208,6 +208,9 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._runner: asyncio.Task[None] | None = None
+        # Broadcasts loaded by _take, reused to record their expiry without reloading them.
+        self._aggregates: dict[UUID, Broadcast] = {}
+        self._expiring: list[UUID] = []
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -289,7 +292,9 @@ class Scheduler:
                     out.append(b)
             return out
 
-        await self.writer.run(command)
+        for b in await self.writer.run(command):
+            if isinstance(b, Broadcast):
+                self._aggregates[b.id] = b
         for bid in broadcast_ids:
             view = self.app.broadcasts.get(bid)
             if view is not None and view.status == "scheduled":
@@ -331,18 +336,32 @@ class Scheduler:
         heapq.heappush(self._heap, (nxt, next(self._seq), "fire", (plan.broadcast_id, plan.gen)))
 
     def _expire(self, plan: _Plan) -> None:
+        """No occurrence left: record the expiry after this instant's dispatches, in bulk."""
         self._plans.pop(plan.broadcast_id, None)
-        if self.writer is None:
-            return
+        if self.writer is not None:
+            self._expiring.append(plan.broadcast_id)
 
-        def command() -> Sequence[Broadcast]:
-            b: Any = self.app.repository.get(plan.broadcast_id)
-            if isinstance(b, Broadcast) and b.is_live:
-                b.expire(str(SYSTEM))
-                return [b]
-            return []
+    async def _expire_many(self, broadcast_ids: Sequence[UUID]) -> None:
+        assert self.writer is not None
 
-        self._spawn(self.writer.run(command))
+        def command(cached: bool) -> Any:
+            def run() -> Sequence[Broadcast]:
+                out = []
+                for bid in broadcast_ids:
+                    b: Any = self._aggregates.pop(bid, None) if cached else None
+                    if b is None:
+                        b = self.app.repository.get(bid)
+                    if isinstance(b, Broadcast) and b.is_live:
+                        b.expire(str(SYSTEM))
+                        out.append(b)
+                return out
+
+            return run
+
+        try:
+            await self.writer.run(command(True))
+        except AlreadyExists:  # a cached copy was stale (changed meanwhile): reload and retry
+            await self.writer.run(command(False))
 
     def _apply_changes(self) -> list[UUID]:
         take = []
@@ -351,6 +370,8 @@ class Scheduler:
             view = self.app.broadcasts.get(bid)
             if view is None:
                 continue
+            if view.status != "scheduled":
+                self._aggregates.pop(bid, None)  # changed elsewhere: reload when needed
             if view.status == "approved":
                 take.append(bid)
             elif view.status in ("cancelled", "expired", "rejected", "drafted", "submitted"):
@@ -441,8 +462,11 @@ class Scheduler:
             elif kind == "retry":
                 item: _Item = ref
                 self._offer(item, now)
+        expiring, self._expiring = self._expiring, []
         if fires:
-            self._spawn(self._fire_all(fires, now))
+            self._spawn(self._fire_all(fires, now, expiring))
+        elif expiring:
+            self._spawn(self._expire_many(expiring))
 
     def _due_occurrences(self, plan: _Plan, first: datetime, now: datetime) -> list[datetime]:
         """Occurrences up to ``now`` from ``first``, after the misfire policy; moves the cursor."""
@@ -466,7 +490,12 @@ class Scheduler:
     def _resolve(self, plan: _Plan, occurrence: datetime) -> tuple[list[DeviceView], list[UUID]]:
         return self.app.resolve_targets(plan.targets, plan.area_ids, occurrence)
 
-    async def _fire_all(self, fires: list[tuple[_Plan, list[datetime]]], now: datetime) -> None:
+    async def _fire_all(
+        self,
+        fires: list[tuple[_Plan, list[datetime]]],
+        now: datetime,
+        expiring: Sequence[UUID] = (),
+    ) -> None:
         assert self.writer is not None
         jobs = []
         for plan, occurrences in fires:
@@ -483,9 +512,7 @@ class Scheduler:
                     actor=str(SYSTEM),
                 )
                 jobs.append((plan, occ, devices, dispatch))
-        results = await asyncio.gather(
-            *[self.writer.run(_saving(d)) for _, _, _, d in jobs], return_exceptions=True
-        )
+        results = await self.writer.run_many([_saving(d) for _, _, _, d in jobs])
         for (plan, occ, devices, dispatch), result in zip(jobs, results, strict=True):
             if isinstance(result, DispatchExists):
                 self.stats.duplicates += 1
@@ -500,6 +527,8 @@ class Scheduler:
                 self._spawn(self._complete(dispatch.id))
                 continue
             self._deliver_to(plan, dispatch, occ, devices, self.clock.now())
+        if expiring:
+            self._spawn(self._expire_many(expiring))
 
     def _deliver_to(
         self,
@@ -641,7 +670,7 @@ class Scheduler:
 
     @staticmethod
     def _target(d: DeviceView) -> DeviceTarget:
-        return DeviceTarget(d.device_id, d.name, d.kind, d.address, {}, d.channels)
+        return DeviceTarget(d.device_id, d.name, d.kind, d.address, dict(d.settings), d.channels)
 
     async def _deliver(self, lane: _Lane, item: _Item, started: datetime) -> None:
         d = item.device

@@ -10,6 +10,7 @@ is split in halves and retried, so the conflicting command fails alone and the o
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -63,6 +64,35 @@ class GroupCommitWriter:
     async def run(self, command: Command) -> Sequence[Aggregate]:
         """Queue a command and wait (without blocking the event loop) for its commit."""
         return await asyncio.wrap_future(self.submit(command))
+
+    async def run_many(self, commands: Sequence[Command]) -> list[Any]:
+        """Queue commands and wait for all of them with one wake-up of the event loop (not one
+        per command). Each result is the command's aggregates or the exception it failed with."""
+        if not commands:
+            return []
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        results: list[Any] = [None] * len(commands)
+        left = [len(commands)]
+        lock = threading.Lock()
+
+        def finish() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def settle(i: int, fut: Future[Sequence[Aggregate]]) -> None:
+            exc = fut.exception()
+            results[i] = exc if exc is not None else fut.result()
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                loop.call_soon_threadsafe(finish)
+
+        for i, command in enumerate(commands):
+            self.submit(command).add_done_callback(functools.partial(settle, i))
+        await done
+        return results
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread."""

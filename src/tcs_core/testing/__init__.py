@@ -4,10 +4,12 @@
   histories (``area_histories`` / ``apply_history`` / ``AreaModel``);
 - ``tcs_core.testing.fixtures``: a pytest plugin
   (``pytest_plugins = ["tcs_core.testing.fixtures"]``) with ``tcs_settings``, ``source_system``
-  and ``small_province``.
+  and ``small_province``;
+- ``tcs_core.testing.conformance``: ``TransportConformance``, the contract suite every transport
+  plugin runs against its own transport (see ``docs/plugins.md``).
 
-Neither submodule is imported here: they need the ``test`` extra (hypothesis, pytest).
+No submodule is imported here: they need the ``test`` extra (hypothesis, pytest).
 See ``docs/testing.md``.
 """
 
-__all__ = ["fixtures", "strategies"]
+__all__ = ["conformance", "fixtures", "strategies"]
