@@ -145,10 +145,16 @@ class SourceSystem(Application[UUID]):
             self.broadcasts,
             self.dispatches,
         )
+        # Which projections read each topic (most events, e.g. outcomes, interest none of them).
+        self._readers: dict[str, tuple[Projection, ...]] = {}
+        for proj in self._projections:
+            for topic in proj.topics:
+                self._readers[topic] = (*self._readers.get(topic, ()), proj)
         self.position = 0
         self._projection_lock = threading.RLock()
         self._subtree_cache: dict[tuple[UUID, date], frozenset[UUID]] = {}
         self._subtree_version = -1
+        self._days: dict[Any, date] = {}
         if self.settings.persistence == "sqlite":
             _prepare_sqlite(self.settings.sqlite_path, self.settings.sqlite_lock_timeout_s)
         super().__init__(env=es_env)
@@ -175,7 +181,7 @@ class SourceSystem(Application[UUID]):
                 break
             for n in batch:
                 event = self.mapper.to_domain_event(n)
-                for p in self._projections:
+                for p in self._readers.get(n.topic, ()):
                     p.apply(n.topic, event)
             # The filtered log skips other topics: the position is the newest id seen overall.
             self.position = max(batch[-1].id, self.position)
@@ -192,11 +198,13 @@ class SourceSystem(Application[UUID]):
                 # the projections never skip an event.
                 self._catch_up()
                 return
+            readers = self._readers
             for r in recordings:
                 topic = r.notification.topic
-                for p in self._projections:
+                for p in readers.get(topic, ()):
                     p.apply(topic, r.domain_event)
-                self.position = max(self.position, r.notification.id)
+            if recordings:
+                self.position = max(self.position, recordings[-1].notification.id)
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """As ``Application.save``, minus its runtime-``Protocol`` isinstance checks, which cost
@@ -534,7 +542,12 @@ class SourceSystem(Application[UUID]):
         they are at that instant*, passing the kind and group filters, serving a targeted
         channel. Also returns the devices named by kind that serve none of the channels (they
         are reported, not silently skipped)."""
-        day = self.areas.day(at)
+        day = self._days.get(at) if isinstance(at, datetime) else at
+        if day is None:
+            day = self.areas.day(at)
+            if len(self._days) > 10_000:
+                self._days.clear()
+            self._days[at] = day  # the zone conversion costs more than the rest of a lookup
         if self._subtree_version != self.areas.changes:
             self._subtree_cache.clear()
             self._subtree_version = self.areas.changes

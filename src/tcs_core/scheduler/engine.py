@@ -238,6 +238,10 @@ class Scheduler:
             self._runner = None
         await self._drain()
         await self._flush(force=True)
+        pending = [b for _, _, kind, ref in self._heap if kind == "expire" for b in ref]
+        pending += self._expiring
+        if pending and self.writer is not None:
+            await self._expire_many(pending)
         if self._on_broadcast_change in self.app.broadcasts.listeners:
             self.app.broadcasts.listeners.remove(self._on_broadcast_change)
         if self.writer is not None:
@@ -462,11 +466,16 @@ class Scheduler:
             elif kind == "retry":
                 item: _Item = ref
                 self._offer(item, now)
-        expiring, self._expiring = self._expiring, []
+            elif kind == "expire":
+                self._spawn(self._expire_many(ref))
         if fires:
-            self._spawn(self._fire_all(fires, now, expiring))
-        elif expiring:
-            self._spawn(self._expire_many(expiring))
+            self._spawn(self._fire_all(fires, now))
+        if self._expiring:
+            # Bookkeeping, off the firing path: recorded a second later, in one transaction.
+            heapq.heappush(
+                self._heap, (now + timedelta(seconds=1), next(self._seq), "expire", self._expiring)
+            )
+            self._expiring = []
 
     def _due_occurrences(self, plan: _Plan, first: datetime, now: datetime) -> list[datetime]:
         """Occurrences up to ``now`` from ``first``, after the misfire policy; moves the cursor."""
@@ -490,12 +499,7 @@ class Scheduler:
     def _resolve(self, plan: _Plan, occurrence: datetime) -> tuple[list[DeviceView], list[UUID]]:
         return self.app.resolve_targets(plan.targets, plan.area_ids, occurrence)
 
-    async def _fire_all(
-        self,
-        fires: list[tuple[_Plan, list[datetime]]],
-        now: datetime,
-        expiring: Sequence[UUID] = (),
-    ) -> None:
+    async def _fire_all(self, fires: list[tuple[_Plan, list[datetime]]], now: datetime) -> None:
         assert self.writer is not None
         jobs = []
         for plan, occurrences in fires:
@@ -527,8 +531,6 @@ class Scheduler:
                 self._spawn(self._complete(dispatch.id))
                 continue
             self._deliver_to(plan, dispatch, occ, devices, self.clock.now())
-        if expiring:
-            self._spawn(self._expire_many(expiring))
 
     def _deliver_to(
         self,
