@@ -590,3 +590,22 @@ def test_exactly_once_across_random_crashes(w: dict[str, Any]) -> None:
                 assert outcome.status is OutcomeStatus.DELIVERED or (
                     "validity ended" in outcome.reason
                 ), outcome.reason
+
+
+def test_broadcast_approved_while_running_is_taken_once() -> None:
+    """A bulletin drafted, submitted and approved while the scheduler runs is taken and fired
+    once (three changes seen before the loop wakes are one look, not three takes)."""
+    app = make_app()
+
+    async def go() -> Harness:
+        h = Harness(app)
+        await h.start()
+        await h.run(T0)
+        b = broadcast(app, ScheduleSpec.once(T0 + timedelta(minutes=1), duration_s=30))
+        await h.run(T0 + timedelta(minutes=5))
+        await h.stop()
+        assert dispatches_of(app, b) == [T0 + timedelta(minutes=1)]
+        return h
+
+    h = run(go())
+    assert h.scheduler.stats.dispatches == 1

@@ -368,9 +368,13 @@ class Scheduler:
             await self.writer.run(command(False))
 
     def _apply_changes(self) -> list[UUID]:
-        take = []
+        take: list[UUID] = []
+        seen: set[UUID] = set()
         while self._changes:
             bid = self._changes.popleft()
+            if bid in seen:  # drafted, submitted, approved before the loop woke: one look
+                continue
+            seen.add(bid)
             view = self.app.broadcasts.get(bid)
             if view is None:
                 continue
