@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, NoReturn, cast
+from typing import Any, Literal, NoReturn, TextIO, cast
 from uuid import UUID
 
 import attrs
@@ -395,6 +395,10 @@ def build_parser(out: _Out) -> argparse.ArgumentParser:
     sim.add_argument("--hours", type=_count_type(out), default=24, metavar="H", help=t("opt.hours"))
     sim.add_argument("--seed", type=int, default=0, help=t("opt.seed"))
     sim.set_defaults(func=_cmd_simulate)
+
+    from tcs_core.kpi.cli import add_kpi_commands  # the KPI reports (issue 7)
+
+    add_kpi_commands(commands, parents=[common], lang=out.lang, func=_cmd_kpi)
     return p
 
 
@@ -843,6 +847,13 @@ def _cmd_demo(out: _Out, args: argparse.Namespace) -> int:
     out.console.print(table)
     out.console.print(out.t("demo.again"), style="dim")
     return 0
+
+
+def _cmd_kpi(out: _Out, args: argparse.Namespace) -> int:
+    from tcs_core.kpi.cli import run_kpi_command
+
+    with SourceSystem(_settings(args)) as app:
+        return run_kpi_command(args, app, stdout=cast(TextIO, out.console.file))
 
 
 def _cmd_simulate(out: _Out, args: argparse.Namespace) -> int:

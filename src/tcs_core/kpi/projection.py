@@ -1,0 +1,807 @@
+"""The KPI projection: a timeline per station, facility, device, feedback item and dispatch.
+
+``KpiProjection`` reads the application's notification log (only its own topics) and keeps what
+an as-of query needs, so that "the indicators of Bình Định as of 14/12/2024" is a few dictionary
+walks and binary searches, never a replay:
+
+- **areas**: its own ``AreaIndex`` (the structure through time) and the sorted list of dates on
+  which the structure changed, so that every day between two changes shares one cached
+  "structure epoch" (see ``tcs_core.kpi.engine``);
+- **stations**: per station the dates of its changes and its state after each (kind, condition,
+  reach, closed); the state on a day is a ``bisect``;
+- **facilities**: established / connected / closed dates (each happens once, in that order);
+- **feedback**: received instant and the first instant it was answered or closed;
+- **devices**: per device the instants of its status transitions with running totals of
+  online and observed seconds, so the availability over any window is two binary searches;
+- **dispatches**: per occurrence the targeted devices, their outcomes, and per area and day the
+  counts of targeted / delivered / on-time deliveries (with running totals), and the bulletins
+  aired in each area.
+
+Catching up: ``catch_up(app)`` reads the notification log from ``position + 1`` with the
+projection's topics, in batches, and records the position it reached. It works the same on
+every store eventsourcing offers (POPO, SQLite, PostgreSQL): on SQLite this is one indexed
+``SELECT ... WHERE id >= ? AND topic IN (...) ORDER BY id LIMIT ?`` per batch, so a projection
+rebuilt from scratch reads the file once, and a warm one reads only what was written since.
+``until=`` stops at a position: the indicators *as known* when the log ended there (e.g. what
+the report filed on 14/12 showed), while ``as_of`` dates pick the *effective* time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import pytz
+
+from tcs_core.domain.values import DEFAULT_ZONE
+from tcs_core.projections import AreaIndex, Projection
+
+if TYPE_CHECKING:
+    from eventsourcing.persistence import Mapper, Notification
+
+    from tcs_core.app import SourceSystem
+
+__all__ = [
+    "DeviceTimeline",
+    "DispatchRecord",
+    "FacilityRecord",
+    "FeedbackRecord",
+    "KpiProjection",
+    "StationState",
+    "StationTimeline",
+]
+
+# Station states are tuples (kind, condition, reaches_villages, closed).
+StationState = tuple[str, str, bool, bool]
+
+_WIRED_FM = frozenset({"wired", "fm"})
+_FINAL = frozenset({"delivered", "failed"})
+
+
+# ------------------------------------------------------------------------------------------
+# Decoding helpers: a field may arrive typed (a live domain event, the transcoder) or raw
+# (plain JSON of the transcoder's {"_type_", "_data_"} form, the fast path for hot topics).
+# ------------------------------------------------------------------------------------------
+
+
+def _raw(value: Any) -> Any:
+    if type(value) is dict and "_data_" in value:
+        return value["_data_"]
+    return value
+
+
+def _epoch(value: Any) -> int:
+    """Whole seconds since the epoch of an aware instant (datetime or ISO string)."""
+    value = _raw(value)
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(value)
+    return int(value.timestamp())
+
+
+def _ordinal(value: Any) -> int:
+    """Proleptic ordinal of a date (date or ISO string)."""
+    value = _raw(value)
+    if isinstance(value, datetime):
+        return value.date().toordinal()
+    if isinstance(value, date):
+        return value.toordinal()
+    return date.fromisoformat(value).toordinal()
+
+
+def _uuid(value: Any) -> UUID:
+    value = _raw(value)
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _opt_uuid(value: Any) -> UUID | None:
+    value = _raw(value)
+    return None if value is None else _uuid(value)
+
+
+def _sqlite_fast_path(app: SourceSystem) -> bool:
+    """True when the store is eventsourcing's SQLite recorder with plain JSON events."""
+    try:
+        from eventsourcing.sqlite import SQLiteApplicationRecorder
+    except ImportError:  # pragma: no cover - eventsourcing always ships it
+        return False
+    mapper = app.mapper
+    return (
+        isinstance(app.recorder, SQLiteApplicationRecorder)
+        and getattr(mapper, "cipher", None) is None
+        and getattr(mapper, "compressor", None) is None
+        and isinstance(getattr(app.recorder, "events_table_name", None), str)
+    )
+
+
+class _Fields:
+    """Attribute access over a decoded event's fields (what ``AreaIndex`` handlers expect)."""
+
+    def __init__(self, originator_id: UUID, fields: Mapping[str, Any]) -> None:
+        self.__dict__.update(fields)
+        self.originator_id = originator_id
+
+
+# ------------------------------------------------------------------------------------------
+# Records
+# ------------------------------------------------------------------------------------------
+
+
+class StationTimeline:
+    """A station's states through time: ``ords[i]`` is the day (ordinal) ``states[i]`` began."""
+
+    __slots__ = ("area_id", "commissioned_year", "converted", "id", "name", "ords", "states")
+
+    def __init__(
+        self,
+        station_id: UUID,
+        name: str,
+        area_id: UUID,
+        commissioned_year: int,
+        day: int,
+        state: StationState,
+    ) -> None:
+        self.id = station_id
+        self.name = name
+        self.area_id = area_id
+        self.commissioned_year = commissioned_year
+        self.ords: list[int] = [day]
+        self.states: list[StationState] = [state]
+        self.converted: int | None = None  # day (ordinal) of the conversion to IP
+
+    def change(self, day: int, state: StationState) -> None:
+        """Record the state from ``day`` on (days never go back: the aggregate enforces it)."""
+        if day == self.ords[-1]:
+            self.states[-1] = state
+        elif day > self.ords[-1]:
+            self.ords.append(day)
+            self.states.append(state)
+        else:  # not produced by the aggregate; keep the timeline sorted anyway
+            i = bisect_right(self.ords, day)
+            self.ords.insert(i, day)
+            self.states.insert(i, state)
+
+    def at(self, day: int) -> StationState | None:
+        """The state on ``day`` (ordinal), or None if not registered yet."""
+        i = bisect_right(self.ords, day) - 1
+        return self.states[i] if i >= 0 else None
+
+    def was_wired_or_fm(self, day: int) -> bool:
+        """True if, on ``day``, the station existed, was wired or FM, and was not closed."""
+        s = self.at(day)
+        return s is not None and s[0] in _WIRED_FM and not s[3]
+
+    def serves_villages(self, day: int) -> bool:
+        """True if, on ``day``, the station worked down to the villages (radio_coverage)."""
+        s = self.at(day)
+        return s is not None and not s[3] and s[1] != "broken" and s[2]
+
+
+class FacilityRecord:
+    """A website, e-board, district board or source system: its dates as day ordinals."""
+
+    __slots__ = ("area_id", "closed", "connected", "established", "id", "kind", "name")
+
+    def __init__(
+        self, facility_id: UUID, name: str, kind: str, area_id: UUID, established: int
+    ) -> None:
+        self.id = facility_id
+        self.name = name
+        self.kind = kind
+        self.area_id = area_id
+        self.established = established
+        self.connected: int | None = None
+        self.closed: int | None = None
+
+    def active(self, day: int) -> bool:
+        """Established by ``day`` and not closed on or before it."""
+        return self.established <= day and (self.closed is None or day < self.closed)
+
+    def connected_on(self, day: int) -> bool:
+        """Active and connected to the provincial source system on ``day``."""
+        return self.active(day) and self.connected is not None and self.connected <= day
+
+
+class FeedbackRecord:
+    """A feedback item: where, when received, when first answered or closed (epoch seconds)."""
+
+    __slots__ = ("area_id", "handled", "id", "received")
+
+    def __init__(self, feedback_id: UUID, area_id: UUID | None, received: int) -> None:
+        self.id = feedback_id
+        self.area_id = area_id
+        self.received = received
+        self.handled: int | None = None
+
+
+class DeviceTimeline:
+    """A device's status transitions with running totals (seconds online / observed)."""
+
+    __slots__ = (
+        "_dirty",
+        "area_id",
+        "channels",
+        "cum_obs",
+        "cum_on",
+        "id",
+        "kind",
+        "name",
+        "obs",
+        "on",
+        "times",
+    )
+
+    def __init__(
+        self, device_id: UUID, name: str, kind: str, area_id: UUID, channels: tuple[str, ...]
+    ) -> None:
+        self.id = device_id
+        self.name = name
+        self.kind = kind
+        self.area_id = area_id
+        self.channels = channels
+        self.times: list[int] = []
+        self.on: list[bool] = []
+        self.obs: list[bool] = []
+        self.cum_on: list[int] = []
+        self.cum_obs: list[int] = []
+        self._dirty = False
+
+    def transition(self, at: int, online: bool, observed: bool) -> None:
+        """Record a status from ``at`` (epoch seconds) on."""
+        times = self.times
+        if not times or at >= times[-1]:
+            if times and at == times[-1]:
+                self.on[-1], self.obs[-1] = online, observed
+                self._dirty = True
+                return
+            if not self._dirty:
+                if times:
+                    span = at - times[-1]
+                    self.cum_on.append(self.cum_on[-1] + (span if self.on[-1] else 0))
+                    self.cum_obs.append(self.cum_obs[-1] + (span if self.obs[-1] else 0))
+                else:
+                    self.cum_on.append(0)
+                    self.cum_obs.append(0)
+            times.append(at)
+            self.on.append(online)
+            self.obs.append(observed)
+            return
+        i = bisect_right(times, at)  # out of order: insert and rebuild the totals lazily
+        times.insert(i, at)
+        self.on.insert(i, online)
+        self.obs.insert(i, observed)
+        self._dirty = True
+
+    def _rebuild(self) -> None:
+        on = obs = 0
+        self.cum_on, self.cum_obs = [0], [0]
+        for i in range(1, len(self.times)):
+            span = self.times[i] - self.times[i - 1]
+            on += span if self.on[i - 1] else 0
+            obs += span if self.obs[i - 1] else 0
+            self.cum_on.append(on)
+            self.cum_obs.append(obs)
+        self._dirty = False
+
+    def seconds(self, start: int, end: int) -> tuple[int, int]:
+        """(seconds online, seconds observed) within ``[start, end)``."""
+        if self._dirty:
+            self._rebuild()
+        times = self.times
+        if not times or end <= start or end <= times[0]:
+            return 0, 0
+        i = bisect_right(times, start) - 1
+        j = bisect_right(times, end) - 1
+        if i < 0:
+            on_a = obs_a = 0
+        else:
+            d = start - times[i]
+            on_a = self.cum_on[i] + (d if self.on[i] else 0)
+            obs_a = self.cum_obs[i] + (d if self.obs[i] else 0)
+        d = end - times[j]
+        on_b = self.cum_on[j] + (d if self.on[j] else 0)
+        obs_b = self.cum_obs[j] + (d if self.obs[j] else 0)
+        return on_b - on_a, obs_b - obs_a
+
+
+class DispatchRecord:
+    """One occurrence: its broadcast, instant, and per device ``[status, at, reason, area]``."""
+
+    __slots__ = ("aired", "areas", "broadcast_id", "day", "id", "index", "occurrence", "rows")
+
+    def __init__(
+        self, dispatch_id: UUID, index: int, broadcast_id: UUID, occurrence: int, day: int
+    ) -> None:
+        self.id = dispatch_id
+        self.index = index
+        self.broadcast_id = broadcast_id
+        self.occurrence = occurrence
+        self.day = day
+        self.rows: dict[str, list[Any]] = {}
+        self.areas: tuple[UUID | None, ...] = ()  # the areas of the targeted devices
+        self.aired: dict[UUID | None, int] = {}  # area -> first delivery there (epoch s)
+
+
+class _DaySeries:
+    """Per day (ordinal) counters ``[targeted, delivered, on_time]`` with lazy running totals."""
+
+    __slots__ = ("_cum", "_days", "counts")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, list[int]] = {}
+        self._days: list[int] | None = None
+        self._cum: list[tuple[int, int, int]] = []
+
+    def add(self, day: int, targeted: int, delivered: int, on_time: int) -> None:
+        c = self.counts.get(day)
+        if c is None:
+            self.counts[day] = [targeted, delivered, on_time]
+            self._days = None
+        else:
+            c[0] += targeted
+            c[1] += delivered
+            c[2] += on_time
+            self._days = None
+
+    def between(self, first: int, last: int) -> tuple[int, int, int]:
+        """Totals over the days ``first`` to ``last`` (ordinals, both included)."""
+        if self._days is None:
+            self._days = sorted(self.counts)
+            t = d = o = 0
+            self._cum = [(0, 0, 0)]
+            for day in self._days:
+                c = self.counts[day]
+                t, d, o = t + c[0], d + c[1], o + c[2]
+                self._cum.append((t, d, o))
+        i = bisect_right(self._days, first - 1)
+        j = bisect_right(self._days, last)
+        a, b = self._cum[i], self._cum[j]
+        return b[0] - a[0], b[1] - a[1], b[2] - a[2]
+
+
+# ------------------------------------------------------------------------------------------
+# The projection
+# ------------------------------------------------------------------------------------------
+
+_STATION = (
+    "tcs.station.registered",
+    "tcs.station.condition_changed",
+    "tcs.station.converted_to_ip",
+    "tcs.station.closed",
+)
+_FACILITY = ("tcs.facility.established", "tcs.facility.connected", "tcs.facility.closed")
+_FEEDBACK = ("tcs.feedback.received", "tcs.feedback.answered", "tcs.feedback.closed")
+_DEVICE = (
+    "tcs.device.status_changed",  # by far the most frequent: first, for the POPO topic filter
+    "tcs.device.registered",
+    "tcs.device.moved",
+    "tcs.device.configured",
+    "tcs.device.decommissioned",
+)
+_BROADCAST = ("tcs.broadcast.drafted", "tcs.broadcast.revised")
+_DISPATCH = ("tcs.dispatch.outcomes_recorded", "tcs.dispatch.started")
+# Topics decoded as plain JSON (no transcoder hooks): the handlers read every field through
+# ``_raw`` / ``_epoch`` / ``_ordinal`` / ``_uuid``, which accept both forms. Only the area events
+# go through the transcoder, because ``AreaIndex`` expects typed values.
+_RAW_TOPICS = frozenset((*_STATION, *_FACILITY, *_FEEDBACK, *_DEVICE, *_BROADCAST, *_DISPATCH))
+
+Handler = Callable[[UUID, Mapping[str, Any]], None]
+
+
+class KpiProjection(Projection):
+    """Timelines of everything the indicators count; see the module docstring.
+
+    Feed it either with ``catch_up(app)`` (reads the notification log from ``position``) or,
+    live, with ``apply(topic, domain_event)``; not both on the same instance, or events would
+    be applied twice.
+    """
+
+    topics = (
+        *_DEVICE,
+        *_DISPATCH,
+        *AreaIndex.topics,
+        *_STATION,
+        *_FACILITY,
+        *_FEEDBACK,
+        *_BROADCAST,
+    )
+
+    def __init__(
+        self, zone: str = DEFAULT_ZONE, on_time_within: timedelta = timedelta(seconds=60)
+    ) -> None:
+        # Not Projection.__init__: it maps handlers by the topic's last word, and several
+        # aggregates share last words here ("closed", "registered"). Same attributes, though.
+        self.lock = threading.RLock()
+        self.changes = 0
+        self.zone = zone
+        self._tz = pytz.timezone(zone)
+        self.on_time_within_s = int(on_time_within.total_seconds())
+        self.position = 0
+        self.areas = AreaIndex(zone)
+        self.structure_dates: list[int] = []  # sorted ordinals of area changes
+        self.structure_changes = 0
+        self.stations: dict[UUID, StationTimeline] = {}
+        self.facilities: dict[UUID, FacilityRecord] = {}
+        self.feedback: dict[UUID, FeedbackRecord] = {}
+        self.devices: dict[UUID, DeviceTimeline] = {}
+        self._device_by_hex: dict[str, DeviceTimeline] = {}
+        self.broadcasts: dict[UUID, tuple[str, str, int]] = {}  # title, category, duration_s
+        self.dispatches: dict[UUID, DispatchRecord] = {}
+        self.dispatch_list: list[DispatchRecord] = []
+        self._dispatch_sorted: list[tuple[int, int]] | None = []  # (occurrence, index)
+        self.deliveries: defaultdict[UUID | None, _DaySeries] = defaultdict(_DaySeries)
+        self.aired: defaultdict[UUID | None, list[tuple[int, int]]] = defaultdict(list)
+        self._aired_sorted: set[UUID | None] = set()
+        self._handlers_by_topic: dict[str, Handler] = {
+            "tcs.station.registered": self._station_registered,
+            "tcs.station.condition_changed": self._station_condition,
+            "tcs.station.converted_to_ip": self._station_converted,
+            "tcs.station.closed": self._station_closed,
+            "tcs.facility.established": self._facility_established,
+            "tcs.facility.connected": self._facility_connected,
+            "tcs.facility.closed": self._facility_closed,
+            "tcs.feedback.received": self._feedback_received,
+            "tcs.feedback.answered": self._feedback_handled,
+            "tcs.feedback.closed": self._feedback_handled,
+            "tcs.device.registered": self._device_registered,
+            "tcs.device.moved": self._device_moved,
+            "tcs.device.configured": self._device_configured,
+            "tcs.device.status_changed": self._device_status,
+            "tcs.device.decommissioned": self._device_decommissioned,
+            "tcs.broadcast.drafted": self._broadcast_fields,
+            "tcs.broadcast.revised": self._broadcast_fields,
+            "tcs.dispatch.started": self._dispatch_started,
+            "tcs.dispatch.outcomes_recorded": self._dispatch_outcomes,
+        }
+        for topic in AreaIndex.topics:
+            self._handlers_by_topic[topic] = self._area_event(topic)
+        missing = set(self.topics) - set(self._handlers_by_topic)
+        assert not missing, missing
+
+    # -- feeding -------------------------------------------------------------------------------
+
+    def apply(self, topic: str, event: Any) -> None:
+        """Apply one live domain event whose stored topic is ``topic`` (others are ignored)."""
+        handler = self._handlers_by_topic.get(topic)
+        if handler is not None:
+            with self.lock:
+                handler(event.originator_id, vars(event))
+                self.changes += 1
+
+    def catch_up(self, app: SourceSystem, until: int | None = None, batch: int = 10_000) -> int:
+        """Apply the events recorded since ``position`` (up to ``until``); returns how many.
+
+        On the embedded SQLite store (eventsourcing's ``SQLiteApplicationRecorder``, events
+        neither compressed nor encrypted) the log is read with one plain query per batch and
+        the frequent device transitions are parsed without building event objects; any other
+        store goes through ``select_notifications`` and the mapper. Both give the same state.
+        """
+        recorder = app.recorder
+        top = recorder.max_notification_id() or 0
+        if until is not None:
+            top = min(top, until)
+        with self.lock:
+            if self.position >= top:
+                return 0
+            if _sqlite_fast_path(app):
+                applied = self._catch_up_sqlite(app, top, batch)
+            else:
+                applied = self._catch_up_generic(app, top, batch)
+            self.position = max(self.position, top)
+            self.changes += applied
+        return applied
+
+    def _catch_up_generic(self, app: SourceSystem, top: int, batch: int) -> int:
+        recorder = app.recorder
+        decode = self._decoder(app.mapper)
+        handlers = self._handlers_by_topic
+        topics = list(self.topics)
+        applied = 0
+        while self.position < top:
+            notes = recorder.select_notifications(
+                self.position + 1, batch, stop=top, topics=topics, inclusive_of_start=True
+            )
+            if not notes:
+                break
+            for n in notes:
+                oid = n.originator_id
+                handlers[n.topic](oid if isinstance(oid, UUID) else UUID(oid), decode(n))
+            applied += len(notes)
+            self.position = notes[-1].id
+        return applied
+
+    def _catch_up_sqlite(self, app: SourceSystem, top: int, batch: int) -> int:
+        recorder: Any = app.recorder
+        table = recorder.events_table_name
+        topics = list(self.topics)
+        # The table name is the recorder's own; the topics are bound parameters.
+        marks = ",".join("?" * len(topics))
+        sql = f"SELECT rowid, originator_id, topic, state FROM {table} WHERE rowid>? AND rowid<=? AND topic IN ({marks}) ORDER BY rowid LIMIT ?"  # noqa: S608, E501
+        handlers = self._handlers_by_topic
+        transcode = app.mapper.transcoder.decode
+        loads = json.loads
+        raw_topics = _RAW_TOPICS
+        status_topic = "tcs.device.status_changed"
+        devices = self.devices
+        fromisoformat = datetime.fromisoformat
+        by_text: dict[str, DeviceTimeline] = {}  # str keys hash in C; UUIDs hash in Python
+        uuids: dict[str, UUID] = {}
+        applied = 0
+        while self.position < top:
+            with recorder.datastore.transaction(commit=False) as c:
+                cursor = c.sqlite_cursor
+                cursor.row_factory = None  # plain tuples
+                cursor.execute(sql, [self.position, top, *topics, batch])
+                rows = cursor.fetchall()
+            if not rows:
+                break
+            for _, oid, topic, state in rows:
+                if topic == status_topic:
+                    # '..."status":"online","reason":"...","at":{..."_data_":"<ISO>"},...'; a
+                    # quote inside a JSON string is escaped, so these markers are unambiguous.
+                    i = state.find(b'"status":"')
+                    k = state.find(b'"at":{"_type_":"datetime_iso","_data_":"', i)
+                    if i >= 0 and k >= 0:
+                        status = state[i + 10 : state.find(b'"', i + 10)]
+                        at_text = state[k + 40 : state.find(b'"', k + 40)]
+                        at = int(fromisoformat(at_text.decode()).timestamp())
+                        online = status == b"online"
+                        observed = status not in (b"unknown", b"maintenance")
+                        dev = by_text.get(oid)
+                        if dev is None:
+                            dev = by_text[oid] = devices[UUID(oid)]
+                        times = dev.times
+                        if times and at > times[-1] and not dev._dirty:  # the usual case
+                            span = at - times[-1]
+                            dev.cum_on.append(dev.cum_on[-1] + (span if dev.on[-1] else 0))
+                            dev.cum_obs.append(dev.cum_obs[-1] + (span if dev.obs[-1] else 0))
+                            times.append(at)
+                            dev.on.append(online)
+                            dev.obs.append(observed)
+                        else:
+                            dev.transition(at, online, observed)
+                        continue
+                uid = uuids.get(oid)
+                if uid is None:
+                    uid = uuids[oid] = UUID(oid)
+                fields = loads(state) if topic in raw_topics else transcode(state)
+                handlers[topic](uid, fields)
+            applied += len(rows)
+            self.position = rows[-1][0]
+        return applied
+
+    def _decoder(self, mapper: Mapper[UUID]) -> Callable[[Notification], Mapping[str, Any]]:
+        plain = (
+            getattr(mapper, "cipher", None) is None and getattr(mapper, "compressor", None) is None
+        )
+        transcoder = mapper.transcoder
+        loads = json.loads
+        raw_topics = _RAW_TOPICS
+
+        def decode(n: Notification) -> Mapping[str, Any]:
+            if plain:
+                if n.topic in raw_topics:
+                    return loads(n.state)  # type: ignore[no-any-return]
+                return transcoder.decode(n.state)  # type: ignore[no-any-return]
+            return vars(mapper.to_domain_event(n))
+
+        return decode
+
+    # -- areas ---------------------------------------------------------------------------------
+
+    def _area_event(self, topic: str) -> Handler:
+        def handle(originator_id: UUID, fields: Mapping[str, Any]) -> None:
+            self.areas.apply(topic, _Fields(originator_id, fields))
+            day = _ordinal(fields["effective"])
+            i = bisect_right(self.structure_dates, day)
+            if i == 0 or self.structure_dates[i - 1] != day:
+                self.structure_dates.insert(i, day)
+            self.structure_changes += 1
+
+        return handle
+
+    # -- stations ------------------------------------------------------------------------------
+
+    def _station_registered(self, sid: UUID, f: Mapping[str, Any]) -> None:
+        state: StationState = (
+            str(_raw(f["kind"])),
+            str(_raw(f["condition"])),
+            bool(f["reaches_villages"]),
+            False,
+        )
+        self.stations[sid] = StationTimeline(
+            sid,
+            f["name"],
+            _uuid(f["area_id"]),
+            int(f["commissioned_year"]),
+            _ordinal(f["effective"]),
+            state,
+        )
+
+    def _station_condition(self, sid: UUID, f: Mapping[str, Any]) -> None:
+        s = self.stations[sid]
+        kind, _, _, closed = s.states[-1]
+        s.change(
+            _ordinal(f["effective"]),
+            (kind, str(_raw(f["condition"])), bool(f["reaches_villages"]), closed),
+        )
+
+    def _station_converted(self, sid: UUID, f: Mapping[str, Any]) -> None:
+        s = self.stations[sid]
+        _, condition, reaches, closed = s.states[-1]
+        day = _ordinal(f["effective"])
+        s.change(day, ("ip", condition, reaches, closed))
+        s.converted = day
+
+    def _station_closed(self, sid: UUID, f: Mapping[str, Any]) -> None:
+        s = self.stations[sid]
+        kind, condition, reaches, _ = s.states[-1]
+        s.change(_ordinal(f["effective"]), (kind, condition, reaches, True))
+
+    # -- facilities ----------------------------------------------------------------------------
+
+    def _facility_established(self, fid: UUID, f: Mapping[str, Any]) -> None:
+        self.facilities[fid] = FacilityRecord(
+            fid, f["name"], str(_raw(f["kind"])), _uuid(f["area_id"]), _ordinal(f["effective"])
+        )
+
+    def _facility_connected(self, fid: UUID, f: Mapping[str, Any]) -> None:
+        self.facilities[fid].connected = _ordinal(f["effective"])
+
+    def _facility_closed(self, fid: UUID, f: Mapping[str, Any]) -> None:
+        self.facilities[fid].closed = _ordinal(f["effective"])
+
+    # -- feedback ------------------------------------------------------------------------------
+
+    def _feedback_received(self, fid: UUID, f: Mapping[str, Any]) -> None:
+        self.feedback[fid] = FeedbackRecord(
+            fid, _opt_uuid(f.get("area_id")), _epoch(f["received_at"])
+        )
+
+    def _feedback_handled(self, fid: UUID, f: Mapping[str, Any]) -> None:
+        rec = self.feedback.get(fid)
+        if rec is None:
+            return
+        at = _epoch(f["at"])
+        if rec.handled is None or at < rec.handled:
+            rec.handled = at
+
+    # -- devices -------------------------------------------------------------------------------
+
+    def _device_registered(self, did: UUID, f: Mapping[str, Any]) -> None:
+        d = DeviceTimeline(
+            did,
+            f["name"],
+            str(_raw(f["kind"])),
+            _uuid(f["area_id"]),
+            tuple(str(_raw(c)) for c in f["channels"]),
+        )
+        self.devices[did] = d
+        self._device_by_hex[did.hex] = d
+
+    def _device_moved(self, did: UUID, f: Mapping[str, Any]) -> None:
+        self.devices[did].area_id = _uuid(f["area_id"])
+
+    def _device_configured(self, did: UUID, f: Mapping[str, Any]) -> None:
+        self.devices[did].channels = tuple(str(_raw(c)) for c in f["channels"])
+
+    def _device_status(self, did: UUID, f: Mapping[str, Any]) -> None:
+        status = _raw(f["status"])
+        self.devices[did].transition(
+            _epoch(f["at"]), status == "online", status not in ("unknown", "maintenance")
+        )
+
+    def _device_decommissioned(self, did: UUID, f: Mapping[str, Any]) -> None:
+        # The event carries no effective instant: the time it was recorded ends the observation.
+        self.devices[did].transition(_epoch(f["timestamp"]), False, False)
+
+    # -- broadcasts and dispatches -------------------------------------------------------------
+
+    def _broadcast_fields(self, bid: UUID, f: Mapping[str, Any]) -> None:
+        schedule = f["schedule"]
+        duration = getattr(schedule, "duration_s", None)
+        if duration is None and isinstance(schedule, Mapping):
+            duration = _raw(schedule).get("duration_s", 300)
+        self.broadcasts[bid] = (f["title"], str(_raw(f["category"])), int(duration or 300))
+
+    def local_day(self, epoch: int) -> int:
+        """The local calendar day (ordinal) of an instant."""
+        return datetime.fromtimestamp(epoch, self._tz).date().toordinal()
+
+    def local_midnight(self, day: date) -> int:
+        """Epoch seconds of the local midnight that starts ``day``."""
+        naive = datetime(day.year, day.month, day.day)
+        return int(self._tz.localize(naive).timestamp())
+
+    def _dispatch_started(self, did: UUID, f: Mapping[str, Any]) -> None:
+        occ = _epoch(f["occurrence"])
+        rec = DispatchRecord(
+            did, len(self.dispatch_list), _uuid(f["broadcast_id"]), occ, self.local_day(occ)
+        )
+        self.dispatches[did] = rec
+        self.dispatch_list.append(rec)
+        if self._dispatch_sorted is not None:
+            if self._dispatch_sorted and occ < self._dispatch_sorted[-1][0]:
+                self._dispatch_sorted = None
+            else:
+                self._dispatch_sorted.append((occ, rec.index))
+        per_area: dict[UUID | None, int] = defaultdict(int)
+        by_hex = self._device_by_hex
+        for key in f["device_ids"]:
+            dev = by_hex.get(key)
+            area = dev.area_id if dev is not None else None
+            rec.rows[key] = [None, None, "", area]
+            per_area[area] += 1
+        rec.areas = tuple(per_area)
+        for area, n in per_area.items():
+            self.deliveries[area].add(rec.day, n, 0, 0)
+
+    def _dispatch_outcomes(self, did: UUID, f: Mapping[str, Any]) -> None:
+        rec = self.dispatches.get(did)
+        if rec is None:
+            return
+        rows = rec.rows
+        window = self.on_time_within_s
+        delivered: dict[UUID | None, list[int]] = {}
+        for key, status, at, reason in f["rows"]:
+            row = rows.get(key)
+            if row is None or row[0] in _FINAL:
+                continue
+            t = _epoch(at)
+            row[0], row[1], row[2] = status, t, reason
+            if status == "delivered":
+                c = delivered.get(row[3])
+                if c is None:
+                    c = delivered[row[3]] = [0, 0, t]
+                c[0] += 1
+                if t - rec.occurrence <= window:
+                    c[1] += 1
+                if t < c[2]:
+                    c[2] = t
+        for area, (n, on_time, first) in delivered.items():
+            self.deliveries[area].add(rec.day, 0, n, on_time)
+            known = rec.aired.get(area)
+            if known is None:
+                rec.aired[area] = first
+                self.aired[area].append((rec.day, rec.index))
+                self._aired_sorted.discard(area)
+            elif first < known:
+                rec.aired[area] = first
+
+    # -- queries used by the engine ------------------------------------------------------------
+
+    def dispatches_between(self, start: int, end: int) -> Iterable[DispatchRecord]:
+        """Dispatches whose occurrence lies in ``[start, end)`` (epoch seconds), in time order."""
+        if self._dispatch_sorted is None:
+            self._dispatch_sorted = sorted((d.occurrence, d.index) for d in self.dispatch_list)
+        ordered = self._dispatch_sorted
+        i = bisect_right(ordered, (start, -1))
+        for occ, index in ordered[i:]:
+            if occ >= end:
+                break
+            yield self.dispatch_list[index]
+
+    def aired_in(self, area: UUID | None, first: int, last: int) -> list[int]:
+        """Indices of dispatches aired in ``area`` on days ``first`` to ``last`` (ordinals)."""
+        entries = self.aired.get(area)
+        if not entries:
+            return []
+        if area not in self._aired_sorted:
+            entries.sort()
+            self._aired_sorted.add(area)
+        i = bisect_right(entries, (first, -1))
+        j = bisect_right(entries, (last, len(self.dispatch_list)))
+        return [index for _, index in entries[i:j]]
+
+    def broadcast_of(self, rec: DispatchRecord) -> tuple[str, str, int]:
+        """(title, category, duration in seconds) of the dispatch's broadcast."""
+        return self.broadcasts.get(rec.broadcast_id, ("?", "other", 300))
+
+    def device_of_hex(self, key: str) -> DeviceTimeline | None:
+        """The device whose id has this hex form."""
+        return self._device_by_hex.get(key)
