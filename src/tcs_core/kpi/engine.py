@@ -33,8 +33,16 @@ from tcs_core.domain.values import AreaKind
 from tcs_core.errors import UnknownArea, ValidationError
 from tcs_core.kpi.indicators import INDICATORS, Indicator, IndicatorKind, indicator
 from tcs_core.kpi.periods import ND09_ANNUAL, AnnualWindow, Period
-from tcs_core.kpi.projection import KpiProjection
-from tcs_core.projections import AreaIndex, AreaVersion
+from tcs_core.kpi.projection import (
+    AIRED,
+    AIRINGS_TARGETED,
+    AIRTIME,
+    CATEGORIES,
+    ON_TIME,
+    TARGETED,
+    KpiProjection,
+)
+from tcs_core.projections import AreaVersion
 
 if TYPE_CHECKING:
     from tcs_core.app import SourceSystem
@@ -59,6 +67,8 @@ __all__ = [
 DEFAULT_BASELINE = date(2021, 1, 1)
 
 Number = int | Fraction
+# Where a fact counts: (located key, chain of keys, unit key, district key, province key).
+Place = tuple[int, frozenset[int], int, int, int]
 SplitRule = Literal["primary", "fractional"]
 _TOWN_PREFIXES = ("thành phố", "thị xã", "quận")
 
@@ -71,35 +81,50 @@ _TOWN_PREFIXES = ("thành phố", "thị xã", "quận")
 class Structure:
     """The area structure on ``day`` (shared by every day until the next structural change).
 
-    Answers, for any area id, where its territory lies on that day (itself, or its primary
-    successor), its commune / district / province, and which units lie within a scope.
+    Answers, for any area, where its territory lies on that day (itself, or its primary
+    successor), its commune / district / province, and which units lie within a scope. The
+    by-id maps serve re-attribution and the planner; the hot loops of the indicators use the
+    projection's integer area keys (``place``), which hash in C.
     """
 
-    def __init__(self, areas: AreaIndex, day: date) -> None:
+    def __init__(self, proj: KpiProjection, day: date) -> None:
         self.day = day
-        self.areas = areas
-        self.versions: dict[UUID, AreaVersion] = {v.area_id: v for v in areas.all_at(day)}
+        self.areas = proj.areas
+        self.ids = proj.area_ids
+        self.keys = proj.area_keys
+        self.versions: dict[UUID, AreaVersion] = {v.area_id: v for v in proj.areas.all_at(day)}
         self.chain: dict[UUID, tuple[UUID, ...]] = {}  # ancestors, nearest first
         for aid in self.versions:
             self._chain(aid)
         self.commune_of: dict[UUID, UUID | None] = {}
         self.district_of: dict[UUID, UUID | None] = {}
         self.province_of: dict[UUID, UUID | None] = {}
-        self.communes_in: defaultdict[UUID | None, list[UUID]] = defaultdict(list)
-        self.districts_in: defaultdict[UUID | None, list[UUID]] = defaultdict(list)
-        self.provinces_in: defaultdict[UUID | None, list[UUID]] = defaultdict(list)
+        # Integer side: key -> version, key -> (self and ancestors), units per scope key.
+        key = proj.key
+        self.kversions: dict[int, AreaVersion] = {}
+        self.kchain: dict[int, frozenset[int]] = {}
+        self.kcommune: dict[int, int] = {}
+        self.kdistrict: dict[int, int] = {}
+        self.kprovince: dict[int, int] = {}
+        self.communes_in: defaultdict[int | None, list[int]] = defaultdict(list)
+        self.districts_in: defaultdict[int | None, list[int]] = defaultdict(list)
+        self.provinces_in: defaultdict[int | None, list[int]] = defaultdict(list)
         versions = self.versions
         for aid, v in sorted(versions.items(), key=lambda kv: kv[1].code):
             line = (aid, *self.chain[aid])
-            self.commune_of[aid] = next(
-                (a for a in line if versions[a].kind.is_commune_level), None
-            )
-            self.district_of[aid] = next(
-                (a for a in line if versions[a].kind is AreaKind.DISTRICT), None
-            )
-            self.province_of[aid] = next(
-                (a for a in line if versions[a].kind is AreaKind.PROVINCE), None
-            )
+            commune = next((a for a in line if versions[a].kind.is_commune_level), None)
+            district = next((a for a in line if versions[a].kind is AreaKind.DISTRICT), None)
+            province = next((a for a in line if versions[a].kind is AreaKind.PROVINCE), None)
+            self.commune_of[aid] = commune
+            self.district_of[aid] = district
+            self.province_of[aid] = province
+            k = key(aid)
+            klines = tuple(key(a) for a in line)
+            self.kversions[k] = v
+            self.kchain[k] = frozenset(klines)
+            self.kcommune[k] = -1 if commune is None else key(commune)
+            self.kdistrict[k] = -1 if district is None else key(district)
+            self.kprovince[k] = -1 if province is None else key(province)
             if v.kind.is_commune_level:
                 target = self.communes_in
             elif v.kind is AreaKind.DISTRICT:
@@ -108,11 +133,12 @@ class Structure:
                 target = self.provinces_in
             else:
                 continue
-            target[None].append(aid)
-            for a in line:
-                target[a].append(aid)
+            target[None].append(k)
+            for a in klines:
+                target[a].append(k)
         self._located: dict[UUID, UUID | None] = {}
-        self._split: dict[tuple[UUID | None, bool], list[UUID]] = {}
+        self._places: dict[int, Place | None] = {}
+        self._split: dict[tuple[int | None, bool], list[int]] = {}
 
     def _chain(self, aid: UUID) -> tuple[UUID, ...]:
         known = self.chain.get(aid)
@@ -150,6 +176,30 @@ class Structure:
         self._located[area_id] = found
         return found
 
+    def place(self, k: int) -> Place | None:
+        """Where a fact recorded against area key ``k`` counts on this day: (located key, its
+        chain of keys, unit key, district key, province key); None if nowhere. The unit is the
+        commune, or the located area itself when it lies above communes; -1 means none."""
+        try:
+            return self._places[k]
+        except KeyError:
+            pass
+        found: Place | None = None
+        if k >= 0:
+            located = self.locate(self.ids[k])
+            if located is not None:
+                lk = self.keys[located]
+                commune = self.kcommune[lk]
+                found = (
+                    lk,
+                    self.kchain[lk],
+                    lk if commune < 0 else commune,
+                    self.kdistrict[lk],
+                    self.kprovince[lk],
+                )
+        self._places[k] = found
+        return found
+
     def within(self, area_id: UUID | None, scope: UUID | None) -> bool:
         """True if ``area_id`` (existing on this day) is ``scope`` or lies below it."""
         if scope is None:
@@ -158,28 +208,21 @@ class Structure:
             return False
         return area_id == scope or scope in self.chain.get(area_id, ())
 
-    def unit_of(self, area_id: UUID | None) -> UUID | None:
-        """The commune of an area, or the area itself when it lies above communes."""
-        if area_id is None:
-            return None
-        commune = self.commune_of.get(area_id)
-        return commune if commune is not None else area_id
-
-    def communes(self, scope: UUID | None, urban: bool | None = None) -> list[UUID]:
-        """Commune-level units within ``scope``: all, urban (wards, towns) or the others."""
+    def communes(self, scope: int | None, urban: bool | None = None) -> list[int]:
+        """Keys of the commune-level units within ``scope`` (a key; None: everywhere): all,
+        urban (wards, towns) or the others."""
         units = self.communes_in.get(scope, [])
         if urban is None:
             return units
-        key = (scope, urban)
-        found = self._split.get(key)
+        found = self._split.get((scope, urban))
         if found is None:
-            versions = self.versions
-            found = self._split[key] = [c for c in units if versions[c].kind.is_urban is urban]
+            kv = self.kversions
+            found = self._split[(scope, urban)] = [c for c in units if kv[c].kind.is_urban is urban]
         return found
 
-    def is_town(self, district_id: UUID) -> bool:
+    def is_town(self, district: int) -> bool:
         """A district-level town or city (thị xã, thành phố, quận) rather than a huyện."""
-        return self.versions[district_id].name.lower().startswith(_TOWN_PREFIXES)
+        return self.kversions[district].name.lower().startswith(_TOWN_PREFIXES)
 
 
 def structure_on(proj: KpiProjection, day: date) -> Structure:
@@ -193,7 +236,7 @@ def structure_on(proj: KpiProjection, day: date) -> Structure:
     epoch = bisect_right(proj.structure_dates, day.toordinal())
     s = cache.get(epoch)
     if s is None:
-        s = cache[epoch] = Structure(proj.areas, day)
+        s = cache[epoch] = Structure(proj, day)
     return s
 
 
@@ -217,7 +260,18 @@ class IndicatorValue:
     ``parts`` (one per counted unit) are built on first use: most callers only want the value.
     """
 
-    __slots__ = ("_hits", "_parts", "_units", "breakdown", "denominator", "indicator", "numerator")
+    __slots__ = (
+        "_groups",
+        "_hits",
+        "_ids",
+        "_parts",
+        "_scale",
+        "_units",
+        "breakdown",
+        "denominator",
+        "indicator",
+        "numerator",
+    )
 
     def __init__(
         self,
@@ -227,8 +281,11 @@ class IndicatorValue:
         parts: tuple[Part, ...] | None = (),
         breakdown: Mapping[str, int] | None = None,
         *,
-        units: Sequence[UUID] = (),
-        hits: Mapping[UUID, Number] | None = None,
+        units: Sequence[int] = (),
+        hits: Mapping[int, Number] | None = None,
+        ids: Sequence[UUID] = (),
+        scale: int = 1,
+        groups: Mapping[int, Sequence[Number]] | None = None,
     ) -> None:
         self.indicator = indicator
         self.numerator = numerator
@@ -237,20 +294,50 @@ class IndicatorValue:
         self._parts = parts
         self._units = units
         self._hits = hits
+        self._ids = ids
+        self._scale = scale
+        self._groups = groups
 
     @classmethod
     def per_unit(
-        cls, indicator: Indicator, units: Sequence[UUID], hits: Mapping[UUID, Number]
+        cls,
+        indicator: Indicator,
+        units: Sequence[int],
+        hits: Mapping[int, Number],
+        ids: Sequence[UUID],
+        *,
+        scale: int = 1,
     ) -> IndicatorValue:
-        """One part per unit (denominator 1, numerator ``hits[unit]`` or 0)."""
-        return cls(indicator, sum(hits.values(), 0), len(units), None, units=units, hits=hits)
+        """One part per unit key (denominator 1, numerator ``hits[unit] / scale`` or 0);
+        ``ids`` turns the projection's area keys back into area ids."""
+        total: Number = sum(hits.values(), 0)
+        if scale != 1:
+            total = Fraction(total, scale)
+        return cls(indicator, total, len(units), None, units=units, hits=hits, ids=ids, scale=scale)
+
+    @classmethod
+    def grouped(
+        cls, indicator: Indicator, groups: Mapping[int, Sequence[Number]], ids: Sequence[UUID]
+    ) -> IndicatorValue:
+        """One part per unit key of ``groups`` ((numerator, denominator); key -1: no area)."""
+        num: Number = sum((g[0] for g in groups.values()), 0)
+        den: Number = sum((g[1] for g in groups.values()), 0)
+        return cls(indicator, num, den, None, ids=ids, groups=groups)
 
     @property
     def parts(self) -> tuple[Part, ...]:
         """The contributions the numerator and denominator sum (see ``Part``)."""
+        if self._parts is None and self._groups is not None:
+            ids = self._ids
+            self._parts = tuple(
+                Part(None if k < 0 else ids[k], g[0], g[1]) for k, g in self._groups.items()
+            )
         if self._parts is None:
-            hits = self._hits or {}
-            self._parts = tuple(Part(u, hits.get(u, 0), 1) for u in self._units)
+            hits, ids, scale = self._hits or {}, self._ids, self._scale
+            self._parts = tuple(
+                Part(ids[u], Fraction(hits.get(u, 0), scale) if scale != 1 else hits.get(u, 0), 1)
+                for u in self._units
+            )
         return self._parts
 
     @property
@@ -272,8 +359,8 @@ class IndicatorValue:
 
     @property
     def additive(self) -> bool:
-        """True if the parts add up (bulletins aired counts distinct occurrences: it does not)."""
-        return self.indicator.id != "bulletins_aired"
+        """True if the parts add up to the value's numerator and denominator (all do)."""
+        return True
 
     def __repr__(self) -> str:
         return (
@@ -309,7 +396,7 @@ class _Context:
         self,
         proj: KpiProjection,
         structure: Structure,
-        scope: UUID | None,
+        scope: int | None,
         as_of: date,
         period: Period,
         baseline: date,
@@ -327,21 +414,21 @@ class _Context:
         # Facts of the period: before end_s. Facts known by the as-of date: before known_s.
         self.end_s = proj.local_midnight(date.fromordinal(self.last) + timedelta(days=1))
         self.known_s = proj.local_midnight(as_of + timedelta(days=1))
-        self._areas: dict[UUID | None, UUID | None] = {}
+        self.ids = proj.area_ids
+        self.fleet: list[tuple[int, int]] | None = None
+        self.ledger: dict[int, list[int]] | None = None
 
-    def place(self, area_id: UUID | None) -> tuple[bool, UUID | None]:
-        """(in scope?, unit) of a fact recorded against ``area_id``."""
-        if area_id is None:
-            return self.scope is None, None
-        try:
-            located = self._areas[area_id]
-        except KeyError:
-            located = self._areas[area_id] = self.s.locate(area_id)
-        if located is None:
-            return False, None
-        return self.s.within(located, self.scope), self.s.unit_of(located)
+    def unit(self, k: int) -> int | None:
+        """The unit key a fact recorded against area key ``k`` counts for if it lies within
+        the scope (-1: no area, only when the scope is everywhere); None: outside the scope."""
+        if k < 0:
+            return -1 if self.scope is None else None
+        p = self.s.place(k)
+        if p is None or (self.scope is not None and self.scope not in p[1]):
+            return None
+        return p[2]
 
-    def communes(self, urban: bool | None = None) -> list[UUID]:
+    def communes(self, urban: bool | None = None) -> list[int]:
         return self.s.communes(self.scope, urban)
 
 
@@ -354,188 +441,202 @@ def _sum_parts(
     return IndicatorValue(ind, num, den, parts, breakdown)
 
 
-def _grouped(items: Iterable[tuple[UUID | None, Number, Number]]) -> tuple[Part, ...]:
-    acc: dict[UUID | None, list[Number]] = {}
-    for unit, n, d in items:
-        c = acc.get(unit)
-        if c is None:
-            acc[unit] = [n, d]
-        else:
-            c[0] += n
-            c[1] += d
-    return tuple(Part(u, n, d) for u, (n, d) in acc.items())
+def _grouped(ctx: _Context, ind: Indicator, items: Mapping[int, list[Number]]) -> IndicatorValue:
+    return IndicatorValue.grouped(ind, items, ctx.ids)
+
+
+def _add(acc: dict[int, list[Number]], unit: int, n: Number, d: Number) -> None:
+    c = acc.get(unit)
+    if c is None:
+        acc[unit] = [n, d]
+    else:
+        c[0] += n
+        c[1] += d
+
+
+def _per_unit(
+    ctx: _Context, name: str, units: list[int], hits: Mapping[int, Number]
+) -> IndicatorValue:
+    return IndicatorValue.per_unit(indicator(name), units, hits, ctx.ids)
 
 
 def _radio_coverage(ctx: _Context) -> IndicatorValue:
     units = ctx.communes()
     wanted = set(units)
-    covered: dict[UUID, int] = {}
+    covered: dict[int, Number] = {}
+    place, day = ctx.s.place, ctx.day
     for st in ctx.proj.stations.values():
-        if st.serves_villages(ctx.day):
-            commune = ctx.s.commune_of.get(ctx.s.locate(st.area_id) or st.area_id)
-            if commune in wanted:
-                covered[commune] = 1
-    return IndicatorValue.per_unit(indicator("radio_coverage"), units, covered)
+        if st.serves_villages(day):
+            p = place(st.area_key)
+            if p is not None and p[2] in wanted:
+                covered[p[2]] = 1
+    return _per_unit(ctx, "radio_coverage", units, covered)
 
 
 def _conversion(ctx: _Context, annual: bool) -> IndicatorValue:
     lo = ctx.first if annual else -1
-    items = []
-    for st in ctx.proj.stations.values():
-        if not st.was_wired_or_fm(ctx.baseline):
-            continue
-        inside, unit = ctx.place(st.area_id)
-        if not inside:
-            continue
-        done = st.converted is not None and lo <= st.converted <= ctx.last
-        items.append((unit, int(done), 1))
-    name = "ip_conversion_annual" if annual else "ip_conversion"
-    return _sum_parts(indicator(name), _grouped(items))
+    hi = ctx.last
+    if ctx.fleet is None:  # the baseline wired/FM stations in scope: (unit, conversion day)
+        ctx.fleet = []
+        for st in ctx.proj.stations.values():
+            if st.was_wired_or_fm(ctx.baseline):
+                unit = ctx.unit(st.area_key)
+                if unit is not None:
+                    ctx.fleet.append((unit, -1 if st.converted is None else st.converted))
+    acc: dict[int, list[Number]] = {}
+    for unit, converted in ctx.fleet:
+        _add(acc, unit, int(lo <= converted <= hi and converted >= 0), 1)
+    return _grouped(ctx, indicator("ip_conversion_annual" if annual else "ip_conversion"), acc)
 
 
 def _has_facility(ctx: _Context, name: str, kind: str, urban: bool) -> IndicatorValue:
     units = ctx.communes(urban)
     wanted = set(units)
-    hits: dict[UUID, int] = {}
-    for f in ctx.proj.facilities.values():
-        if f.kind == kind and f.active(ctx.day):
-            commune = ctx.s.commune_of.get(ctx.s.locate(f.area_id) or f.area_id)
-            if commune in wanted:
-                hits[commune] = 1
-    return IndicatorValue.per_unit(indicator(name), units, hits)
+    hits: dict[int, Number] = {}
+    place, day = ctx.s.place, ctx.day
+    for f in ctx.proj.facilities_by_kind.get(kind, ()):
+        if f.active(day):
+            p = place(f.area_key)
+            if p is not None and p[2] in wanted:
+                hits[p[2]] = 1
+    return _per_unit(ctx, name, units, hits)
 
 
 def _eboard_count(ctx: _Context, name: str, urban: bool) -> IndicatorValue:
     units = ctx.communes(urban)
     wanted = set(units)
-    hits: dict[UUID, int] = defaultdict(int)
-    for f in ctx.proj.facilities.values():
-        if f.kind == "eboard" and f.active(ctx.day):
-            commune = ctx.s.commune_of.get(ctx.s.locate(f.area_id) or f.area_id)
-            if commune in wanted:
-                hits[commune] += 1
-    return IndicatorValue.per_unit(indicator(name), units, hits)
+    hits: dict[int, Number] = defaultdict(int)
+    place, day = ctx.s.place, ctx.day
+    for f in ctx.proj.facilities_by_kind.get("eboard", ()):
+        if f.active(day):
+            p = place(f.area_key)
+            if p is not None and p[2] in wanted:
+                hits[p[2]] += 1
+    return _per_unit(ctx, name, units, hits)
 
 
 def _district_boards(ctx: _Context, name: str, town: bool | None) -> IndicatorValue:
-    units = [
-        d for d in ctx.s.districts_in.get(ctx.scope, []) if town is None or ctx.s.is_town(d) is town
-    ]
+    s = ctx.s
+    units = [d for d in s.districts_in.get(ctx.scope, []) if town is None or s.is_town(d) is town]
     wanted = set(units)
-    hits: dict[UUID, int] = {}
-    for f in ctx.proj.facilities.values():
-        if f.kind == "district_board" and f.connected_on(ctx.day):
-            district = ctx.s.district_of.get(ctx.s.locate(f.area_id) or f.area_id)
-            if district in wanted:
-                hits[district] = 1
-    return IndicatorValue.per_unit(indicator(name), units, hits)
+    hits: dict[int, Number] = {}
+    for f in ctx.proj.facilities_by_kind.get("district_board", ()):
+        if f.connected_on(ctx.day):
+            p = s.place(f.area_key)
+            if p is not None and p[3] in wanted:
+                hits[p[3]] = 1
+    return _per_unit(ctx, name, units, hits)
 
 
 def _source_system(ctx: _Context) -> IndicatorValue:
     units = ctx.s.provinces_in.get(ctx.scope, [])
     wanted = set(units)
-    hits: dict[UUID, int] = {}
-    for f in ctx.proj.facilities.values():
-        if f.kind == "source_system" and f.active(ctx.day):
-            province = ctx.s.province_of.get(ctx.s.locate(f.area_id) or f.area_id)
-            if province in wanted:
-                hits[province] = 1
-    return IndicatorValue.per_unit(indicator("source_system"), units, hits)
+    hits: dict[int, Number] = {}
+    for f in ctx.proj.facilities_by_kind.get("source_system", ()):
+        if f.active(ctx.day):
+            p = ctx.s.place(f.area_key)
+            if p is not None and p[4] in wanted:
+                hits[p[4]] = 1
+    return _per_unit(ctx, "source_system", units, hits)
 
 
 def _feedback(ctx: _Context) -> IndicatorValue:
-    items = []
-    for fb in ctx.proj.feedback.values():
-        if not (ctx.start_s <= fb.received < ctx.end_s):
-            continue
-        inside, unit = ctx.place(fb.area_id)
-        if inside:
-            items.append((unit, int(fb.handled is not None and fb.handled < ctx.known_s), 1))
-    return _sum_parts(indicator("feedback_handled"), _grouped(items))
+    acc: dict[int, list[Number]] = {}
+    a, b, known = ctx.start_s, ctx.end_s, ctx.known_s
+    for fb in ctx.proj.feedback_between(a, b):
+        unit = ctx.unit(fb.area_key)
+        if unit is not None:
+            _add(acc, unit, int(fb.handled is not None and fb.handled < known), 1)
+    return _grouped(ctx, indicator("feedback_handled"), acc)
 
 
 def _availability(ctx: _Context) -> IndicatorValue:
-    items = []
+    acc: dict[int, list[Number]] = {}
     a, b = ctx.start_s, ctx.end_s
-    for dev in ctx.proj.devices.values():
-        if not dev.times:
-            continue
-        inside, unit = ctx.place(dev.area_id)
-        if inside:
-            on, obs = dev.seconds(a, b)
-            if obs:
-                items.append((unit, on, obs))
-    return _sum_parts(indicator("device_availability"), _grouped(items))
-
-
-def _on_time(ctx: _Context) -> IndicatorValue:
     proj = ctx.proj
-    items = []
-    for area, series in proj.deliveries.items():
-        inside, unit = ctx.place(area)
-        if not inside:
+    for area in list(proj.devices_by_area):
+        unit = ctx.unit(area)
+        if unit is not None:
+            on, obs = proj.uptime(area).seconds(a, b)
+            if obs:
+                _add(acc, unit, on, obs)
+    return _grouped(ctx, indicator("device_availability"), acc)
+
+
+def _ledger(ctx: _Context) -> dict[int, list[int]]:
+    """Per unit key, the dispatch ledger summed over the period (see ``Ledger``), counting only
+    what was known by the end of the as-of day."""
+    if ctx.ledger is not None:
+        return ctx.ledger
+    proj = ctx.proj
+    out: dict[int, list[int]] = {}
+    first, last = ctx.first, ctx.last
+    for area, ledger in proj.ledgers.items():
+        unit = ctx.unit(area)
+        if unit is None:
             continue
-        targeted, _, on_time = series.between(ctx.first, ctx.last)
-        if targeted:
-            items.append((unit, on_time, targeted))
+        row = ledger.between(first, last)
+        acc = out.get(unit)
+        if acc is None:
+            out[unit] = row.copy()
+        else:
+            for i, v in enumerate(row):
+                acc[i] += v
+    known = ctx.known_s
     # On-time deliveries of occurrences in the period's last minute that completed after the
     # as-of day: not known yet on that day (only possible when the period ends on it).
-    late: dict[UUID | None, int] = defaultdict(int)
-    first = max(ctx.start_s, ctx.known_s - proj.on_time_within_s - 1)
-    for rec in proj.dispatches_between(first, min(ctx.end_s, ctx.known_s)):
+    early = max(ctx.start_s, known - proj.on_time_within_s - 1)
+    for rec in proj.dispatches_between(early, min(ctx.end_s, known)):
         for status, at, _, area in rec.rows.values():
             if (
                 status == "delivered"
-                and at >= ctx.known_s
-                and at - rec.occurrence <= proj.on_time_within_s
+                and at >= known
+                and at - rec.occurrence <= (proj.on_time_within_s)
             ):
-                late[area] += 1
-    for area, n in late.items():
-        inside, unit = ctx.place(area)
-        if inside:
-            items.append((unit, -n, 0))
-    return _sum_parts(indicator("on_time_delivery"), _grouped(items))
-
-
-def _aired(ctx: _Context) -> dict[UUID | None, set[int]]:
-    """Per unit, the dispatches aired there in the period and known by the end of the day."""
-    proj = ctx.proj
-    out: dict[UUID | None, set[int]] = defaultdict(set)
-    for area in list(proj.aired):
-        inside, unit = ctx.place(area)
-        if not inside:
-            continue
-        for index in proj.aired_in(area, ctx.first, ctx.last):
-            if proj.dispatch_list[index].aired[area] < ctx.known_s:
-                out[unit].add(index)
+                unit = ctx.unit(area)
+                if unit is not None:
+                    out[unit][ON_TIME] -= 1
+    # Airings first delivered on a later day than their occurrence, after the as-of day.
+    for index, area in proj.late_airings:
+        rec = proj.dispatch_list[index]
+        if first <= rec.day <= last and rec.aired[area] >= known:
+            unit = ctx.unit(area)
+            if unit is not None:
+                row = out[unit]
+                row[AIRED] -= 1
+                row[AIRTIME] -= rec.duration
+                row[6 + CATEGORIES.index(rec.category) if rec.category in CATEGORIES else -1] -= 1
+    ctx.ledger = out
     return out
 
 
-def _airtime(ctx: _Context, aired: Mapping[UUID | None, set[int]]) -> IndicatorValue:
-    proj = ctx.proj
-    hits: dict[UUID, Number] = {}
+def _on_time(ctx: _Context) -> IndicatorValue:
+    acc = {u: [row[ON_TIME], row[TARGETED]] for u, row in _ledger(ctx).items() if row[TARGETED]}
+    return _grouped(ctx, indicator("on_time_delivery"), acc)  # type: ignore[arg-type]
+
+
+def _airtime(ctx: _Context) -> IndicatorValue:
     units = ctx.communes()
     wanted = set(units)
-    for u, indices in aired.items():
-        if u in wanted and indices:
-            seconds = sum(proj.broadcast_of(proj.dispatch_list[i])[2] for i in indices)
-            hits[u] = Fraction(seconds, 3600)
-    return IndicatorValue.per_unit(indicator("airtime_per_commune"), units, hits)
-
-
-def _bulletins(ctx: _Context, aired: Mapping[UUID | None, set[int]]) -> IndicatorValue:
-    proj = ctx.proj
-    distinct: set[int] = set().union(*aired.values()) if aired else set()
-    by_category: dict[str, int] = defaultdict(int)
-    for i in distinct:
-        by_category[proj.broadcast_of(proj.dispatch_list[i])[1]] += 1
-    targeted = 0
-    for rec in proj.dispatches_between(ctx.start_s, ctx.end_s):
-        if any(ctx.place(a)[0] for a in rec.areas):
-            targeted += 1
-    return IndicatorValue(
-        indicator("bulletins_aired"), len(distinct), targeted, (), dict(sorted(by_category.items()))
+    seconds: dict[int, Number] = {
+        u: row[AIRTIME] for u, row in _ledger(ctx).items() if u in wanted and row[AIRTIME]
+    }
+    return IndicatorValue.per_unit(
+        indicator("airtime_per_commune"), units, seconds, ctx.ids, scale=3600
     )
+
+
+def _bulletins(ctx: _Context) -> IndicatorValue:
+    ledger = _ledger(ctx)
+    acc = {u: [row[AIRED], row[AIRINGS_TARGETED]] for u, row in ledger.items()}
+    by_category: dict[str, int] = {}
+    for i, name in enumerate(CATEGORIES):
+        n = sum(row[6 + i] for row in ledger.values())
+        if n:
+            by_category[name] = n
+    value = _grouped(ctx, indicator("bulletins_aired"), acc)  # type: ignore[arg-type]
+    value.breakdown = dict(sorted(by_category.items()))
+    return value
 
 
 def evaluate(
@@ -571,18 +672,11 @@ def evaluate(
             raise ValidationError(
                 "period", f"starts ({period.start}) after the as-of date ({as_of})"
             )
-        ctx = _Context(proj, structure, scope, as_of, period, baseline)
+        scope_key = None if scope is None else proj.key(scope)
+        ctx = _Context(proj, structure, scope_key, as_of, period, baseline)
         out: dict[str, IndicatorValue] = {}
-        aired: dict[UUID | None, set[int]] | None = None
         for i in wanted:
-            if i in ("airtime_per_commune", "bulletins_aired"):
-                if aired is None:
-                    aired = _aired(ctx)
-                out[i] = (
-                    _airtime(ctx, aired) if i == "airtime_per_commune" else _bulletins(ctx, aired)
-                )
-            else:
-                out[i] = _COMPUTE[i](ctx)
+            out[i] = _COMPUTE[i](ctx)
     return Evaluation(scope_v, as_of, period, min(baseline, as_of), out)
 
 
@@ -607,6 +701,8 @@ _COMPUTE = {
     "feedback_handled": _feedback,
     "device_availability": _availability,
     "on_time_delivery": _on_time,
+    "airtime_per_commune": _airtime,
+    "bulletins_aired": _bulletins,
 }
 
 
@@ -831,16 +927,17 @@ class Kpis:
         rows: list[AsRunRow] = []
         with proj.lock:
             structure = structure_on(proj, end)
+            scope = proj.key(area)
             a, b = proj.local_midnight(start), proj.local_midnight(end + timedelta(days=1))
             for rec in proj.dispatches_between(a, b):
                 title, category, duration = proj.broadcast_of(rec)
                 occ = datetime.fromtimestamp(rec.occurrence, UTC)
                 for key, (status, at, reason, dev_area) in rec.rows.items():
-                    located = structure.locate(dev_area) if dev_area is not None else None
-                    if located is None or not structure.within(located, area):
+                    p = structure.place(dev_area)
+                    if p is None or scope not in p[1]:
                         continue
                     dev = proj.device_of_hex(key)
-                    v = structure.versions[located]
+                    v = structure.kversions[p[0]]
                     rows.append(
                         AsRunRow(
                             occ,

@@ -47,7 +47,7 @@ class Unit(enum.StrEnum):
     FEEDBACK = "feedback"
     DEVICE_SECONDS = "device_seconds"
     DELIVERY = "delivery"  # one dispatch to one device
-    BULLETIN = "bulletin"  # one dispatch (occurrence of a broadcast) aired in the area
+    BULLETIN = "bulletin"  # one occurrence of a broadcast aired in one commune (an airing)
 
 
 @attrs.frozen
@@ -284,12 +284,12 @@ _DEFS: tuple[Indicator, ...] = (
     ),
     Indicator(
         "bulletins_aired",
-        "Số bản tin đã phát",
-        "Bulletins aired",
-        "lượt bản tin phát đến ít nhất một thiết bị trong địa bàn",
-        "bulletin occurrences delivered to at least one device in the area",
-        "lượt bản tin phát trong kỳ",
-        "bulletin occurrences dispatched to the area in the period",
+        "Số lượt bản tin đã phát đến xã, phường, thị trấn (theo lĩnh vực)",
+        "Bulletin airings in the communes (by category)",
+        "lượt bản tin phát đến ít nhất một thiết bị của xã, phường, thị trấn",
+        "bulletin occurrences delivered to at least one device of a commune (airings)",
+        "lượt bản tin gửi đến xã, phường, thị trấn trong kỳ",
+        "bulletin occurrences sent to a commune in the period",
         _C,
         Unit.BULLETIN,
         operational=True,

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import threading
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
@@ -39,7 +39,7 @@ from uuid import UUID
 
 import pytz
 
-from tcs_core.domain.values import DEFAULT_ZONE
+from tcs_core.domain.values import DEFAULT_ZONE, Category
 from tcs_core.projections import AreaIndex, Projection
 
 if TYPE_CHECKING:
@@ -119,6 +119,10 @@ def _sqlite_fast_path(app: SourceSystem) -> bool:
     )
 
 
+def _received(rec: FeedbackRecord) -> int:
+    return rec.received
+
+
 class _Fields:
     """Attribute access over a decoded event's fields (what ``AreaIndex`` handlers expect)."""
 
@@ -135,7 +139,16 @@ class _Fields:
 class StationTimeline:
     """A station's states through time: ``ords[i]`` is the day (ordinal) ``states[i]`` began."""
 
-    __slots__ = ("area_id", "commissioned_year", "converted", "id", "name", "ords", "states")
+    __slots__ = (
+        "area_id",
+        "area_key",
+        "commissioned_year",
+        "converted",
+        "id",
+        "name",
+        "ords",
+        "states",
+    )
 
     def __init__(
         self,
@@ -149,6 +162,7 @@ class StationTimeline:
         self.id = station_id
         self.name = name
         self.area_id = area_id
+        self.area_key = -1  # the projection's integer key of the area (see KpiProjection.key)
         self.commissioned_year = commissioned_year
         self.ords: list[int] = [day]
         self.states: list[StationState] = [state]
@@ -185,7 +199,16 @@ class StationTimeline:
 class FacilityRecord:
     """A website, e-board, district board or source system: its dates as day ordinals."""
 
-    __slots__ = ("area_id", "closed", "connected", "established", "id", "kind", "name")
+    __slots__ = (
+        "area_id",
+        "area_key",
+        "closed",
+        "connected",
+        "established",
+        "id",
+        "kind",
+        "name",
+    )
 
     def __init__(
         self, facility_id: UUID, name: str, kind: str, area_id: UUID, established: int
@@ -194,6 +217,7 @@ class FacilityRecord:
         self.name = name
         self.kind = kind
         self.area_id = area_id
+        self.area_key = -1  # the projection's integer key of the area (see KpiProjection.key)
         self.established = established
         self.connected: int | None = None
         self.closed: int | None = None
@@ -210,11 +234,12 @@ class FacilityRecord:
 class FeedbackRecord:
     """A feedback item: where, when received, when first answered or closed (epoch seconds)."""
 
-    __slots__ = ("area_id", "handled", "id", "received")
+    __slots__ = ("area_id", "area_key", "handled", "id", "received")
 
     def __init__(self, feedback_id: UUID, area_id: UUID | None, received: int) -> None:
         self.id = feedback_id
         self.area_id = area_id
+        self.area_key = -1  # the projection's integer key of the area (see KpiProjection.key)
         self.received = received
         self.handled: int | None = None
 
@@ -225,6 +250,7 @@ class DeviceTimeline:
     __slots__ = (
         "_dirty",
         "area_id",
+        "area_key",
         "channels",
         "cum_obs",
         "cum_on",
@@ -243,6 +269,7 @@ class DeviceTimeline:
         self.name = name
         self.kind = kind
         self.area_id = area_id
+        self.area_key = -1  # the projection's integer key of the area (see KpiProjection.key)
         self.channels = channels
         self.times: list[int] = []
         self.on: list[bool] = []
@@ -309,10 +336,85 @@ class DeviceTimeline:
         return on_b - on_a, obs_b - obs_a
 
 
-class DispatchRecord:
-    """One occurrence: its broadcast, instant, and per device ``[status, at, reason, area]``."""
+class AreaUptime:
+    """The devices of one area together: how many were online / observed from each instant on,
+    with running totals of device-seconds, so any window costs two binary searches."""
 
-    __slots__ = ("aired", "areas", "broadcast_id", "day", "id", "index", "occurrence", "rows")
+    __slots__ = ("_memo", "cum_obs", "cum_on", "n_obs", "n_on", "times")
+
+    def __init__(self, devices: Iterable[DeviceTimeline]) -> None:
+        changes: dict[int, list[int]] = {}
+        for d in devices:
+            on = obs = False
+            for t, now_on, now_obs in zip(d.times, d.on, d.obs, strict=True):
+                c = changes.setdefault(t, [0, 0])
+                c[0] += int(now_on) - int(on)
+                c[1] += int(now_obs) - int(obs)
+                on, obs = now_on, now_obs
+        self.times: list[int] = sorted(changes)
+        self.n_on: list[int] = []
+        self.n_obs: list[int] = []
+        self.cum_on: list[int] = []
+        self.cum_obs: list[int] = []
+        self._memo: tuple[int, int, tuple[int, int]] = (0, 0, (0, 0))
+        level_on = level_obs = total_on = total_obs = 0
+        previous = None
+        for t in self.times:
+            if previous is not None:
+                total_on += (t - previous) * level_on
+                total_obs += (t - previous) * level_obs
+            c = changes[t]
+            level_on += c[0]
+            level_obs += c[1]
+            self.n_on.append(level_on)
+            self.n_obs.append(level_obs)
+            self.cum_on.append(total_on)
+            self.cum_obs.append(total_obs)
+            previous = t
+
+    def seconds(self, start: int, end: int) -> tuple[int, int]:
+        """(device-seconds online, device-seconds observed) within ``[start, end)``."""
+        memo = self._memo
+        if memo[0] == start and memo[1] == end:
+            return memo[2]
+        result = self._seconds(start, end)
+        self._memo = (start, end, result)
+        return result
+
+    def _seconds(self, start: int, end: int) -> tuple[int, int]:
+        times = self.times
+        if not times or end <= start or end <= times[0]:
+            return 0, 0
+        i = bisect_right(times, start) - 1
+        j = bisect_right(times, end) - 1
+        if i < 0:
+            on_a = obs_a = 0
+        else:
+            d = start - times[i]
+            on_a = self.cum_on[i] + d * self.n_on[i]
+            obs_a = self.cum_obs[i] + d * self.n_obs[i]
+        d = end - times[j]
+        return (
+            self.cum_on[j] + d * self.n_on[j] - on_a,
+            self.cum_obs[j] + d * self.n_obs[j] - obs_a,
+        )
+
+
+class DispatchRecord:
+    """One occurrence: its broadcast, instant, and per device ``[status, at, reason, area key]``."""
+
+    __slots__ = (
+        "aired",
+        "areas",
+        "broadcast_id",
+        "category",
+        "day",
+        "duration",
+        "id",
+        "index",
+        "occurrence",
+        "rows",
+    )
 
     def __init__(
         self, dispatch_id: UUID, index: int, broadcast_id: UUID, occurrence: int, day: int
@@ -323,45 +425,62 @@ class DispatchRecord:
         self.occurrence = occurrence
         self.day = day
         self.rows: dict[str, list[Any]] = {}
-        self.areas: tuple[UUID | None, ...] = ()  # the areas of the targeted devices
-        self.aired: dict[UUID | None, int] = {}  # area -> first delivery there (epoch s)
+        self.areas: tuple[int, ...] = ()  # area keys of the targeted devices (-1: unknown)
+        self.aired: dict[int, int] = {}  # area key -> first delivery there (epoch seconds)
+        self.duration = 300  # the broadcast's duration (s) and category when dispatched
+        self.category = "other"
 
 
-class _DaySeries:
-    """Per day (ordinal) counters ``[targeted, delivered, on_time]`` with lazy running totals."""
+#: Columns of the per-area daily ledger of dispatches (see ``Ledger``).
+TARGETED, DELIVERED, ON_TIME, AIRINGS_TARGETED, AIRED, AIRTIME = range(6)
+CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
+_CATEGORY_COLUMN = {c: 6 + i for i, c in enumerate(CATEGORIES)}
+LEDGER_WIDTH = 6 + len(CATEGORIES)
 
-    __slots__ = ("_cum", "_days", "counts")
+
+class Ledger:
+    """Per day (ordinal, the occurrence's local day) counters of one area, with lazy running
+    totals: deliveries targeted / delivered / on time (dispatch × device), airings targeted /
+    aired (dispatch × area), airtime seconds, and airings per category (NĐ 49/2024)."""
+
+    __slots__ = ("_cum", "_days", "_memo", "counts")
 
     def __init__(self) -> None:
         self.counts: dict[int, list[int]] = {}
         self._days: list[int] | None = None
-        self._cum: list[tuple[int, int, int]] = []
+        self._cum: list[list[int]] = []
+        self._memo: tuple[int, int, list[int]] | None = None
 
-    def add(self, day: int, targeted: int, delivered: int, on_time: int) -> None:
+    def add(self, day: int, column: int, amount: int = 1) -> None:
         c = self.counts.get(day)
         if c is None:
-            self.counts[day] = [targeted, delivered, on_time]
-            self._days = None
-        else:
-            c[0] += targeted
-            c[1] += delivered
-            c[2] += on_time
-            self._days = None
+            c = self.counts[day] = [0] * LEDGER_WIDTH
+        c[column] += amount
+        self._days = None
+        self._memo = None
 
-    def between(self, first: int, last: int) -> tuple[int, int, int]:
-        """Totals over the days ``first`` to ``last`` (ordinals, both included)."""
+    def between(self, first: int, last: int) -> list[int]:
+        """Totals over the days ``first`` to ``last`` (ordinals, both included). The last
+        answer is remembered until the ledger changes; do not modify the list returned."""
+        memo = self._memo
+        if memo is not None and memo[0] == first and memo[1] == last:
+            return memo[2]
         if self._days is None:
             self._days = sorted(self.counts)
-            t = d = o = 0
-            self._cum = [(0, 0, 0)]
+            total = [0] * LEDGER_WIDTH
+            self._cum = [total]
             for day in self._days:
-                c = self.counts[day]
-                t, d, o = t + c[0], d + c[1], o + c[2]
-                self._cum.append((t, d, o))
+                total = [a + b for a, b in zip(total, self.counts[day], strict=True)]
+                self._cum.append(total)
         i = bisect_right(self._days, first - 1)
         j = bisect_right(self._days, last)
-        a, b = self._cum[i], self._cum[j]
-        return b[0] - a[0], b[1] - a[1], b[2] - a[2]
+        if i == j:
+            result = [0] * LEDGER_WIDTH
+        else:
+            a, b = self._cum[i], self._cum[j]
+            result = [y - x for x, y in zip(a, b, strict=True)]
+        self._memo = (first, last, result)
+        return result
 
 
 # ------------------------------------------------------------------------------------------
@@ -434,9 +553,18 @@ class KpiProjection(Projection):
         self.dispatches: dict[UUID, DispatchRecord] = {}
         self.dispatch_list: list[DispatchRecord] = []
         self._dispatch_sorted: list[tuple[int, int]] | None = []  # (occurrence, index)
-        self.deliveries: defaultdict[UUID | None, _DaySeries] = defaultdict(_DaySeries)
-        self.aired: defaultdict[UUID | None, list[tuple[int, int]]] = defaultdict(list)
-        self._aired_sorted: set[UUID | None] = set()
+        # Areas by small integer keys: the engine's hot loops hash ints (in C), not UUIDs.
+        self.area_keys: dict[UUID, int] = {}
+        self.area_ids: list[UUID] = []
+        # Per area key (-1: a device of no known area): the daily ledger of dispatches, and the
+        # airings whose first delivery came on a later day than the occurrence.
+        self.ledgers: defaultdict[int, Ledger] = defaultdict(Ledger)
+        self.late_airings: list[tuple[int, int]] = []  # (dispatch index, area key)
+        self.facilities_by_kind: defaultdict[str, list[FacilityRecord]] = defaultdict(list)
+        self.devices_by_area: defaultdict[int, list[DeviceTimeline]] = defaultdict(list)
+        self._uptime: dict[int, AreaUptime] = {}
+        self.uptime_dirty: set[int] = set()  # area keys whose devices changed since built
+        self._feedback_sorted: list[FeedbackRecord] | None = []
         self._handlers_by_topic: dict[str, Handler] = {
             "tcs.station.registered": self._station_registered,
             "tcs.station.condition_changed": self._station_condition,
@@ -529,7 +657,8 @@ class KpiProjection(Projection):
         status_topic = "tcs.device.status_changed"
         devices = self.devices
         fromisoformat = datetime.fromisoformat
-        by_text: dict[str, DeviceTimeline] = {}  # str keys hash in C; UUIDs hash in Python
+        by_text: dict[str, DeviceTimeline] = {}
+        dirty_add = self.uptime_dirty.add  # str keys hash in C; UUIDs hash in Python
         uuids: dict[str, UUID] = {}
         applied = 0
         while self.position < top:
@@ -555,6 +684,7 @@ class KpiProjection(Projection):
                         dev = by_text.get(oid)
                         if dev is None:
                             dev = by_text[oid] = devices[UUID(oid)]
+                        dirty_add(dev.area_key)
                         times = dev.times
                         if times and at > times[-1] and not dev._dirty:  # the usual case
                             span = at - times[-1]
@@ -594,6 +724,14 @@ class KpiProjection(Projection):
 
     # -- areas ---------------------------------------------------------------------------------
 
+    def key(self, area_id: UUID) -> int:
+        """The small integer standing for ``area_id`` (assigned on first sight, never reused)."""
+        k = self.area_keys.get(area_id)
+        if k is None:
+            k = self.area_keys[area_id] = len(self.area_ids)
+            self.area_ids.append(area_id)
+        return k
+
     def _area_event(self, topic: str) -> Handler:
         def handle(originator_id: UUID, fields: Mapping[str, Any]) -> None:
             self.areas.apply(topic, _Fields(originator_id, fields))
@@ -614,7 +752,7 @@ class KpiProjection(Projection):
             bool(f["reaches_villages"]),
             False,
         )
-        self.stations[sid] = StationTimeline(
+        st = self.stations[sid] = StationTimeline(
             sid,
             f["name"],
             _uuid(f["area_id"]),
@@ -622,6 +760,7 @@ class KpiProjection(Projection):
             _ordinal(f["effective"]),
             state,
         )
+        st.area_key = self.key(st.area_id)
 
     def _station_condition(self, sid: UUID, f: Mapping[str, Any]) -> None:
         s = self.stations[sid]
@@ -646,9 +785,11 @@ class KpiProjection(Projection):
     # -- facilities ----------------------------------------------------------------------------
 
     def _facility_established(self, fid: UUID, f: Mapping[str, Any]) -> None:
-        self.facilities[fid] = FacilityRecord(
+        rec = self.facilities[fid] = FacilityRecord(
             fid, f["name"], str(_raw(f["kind"])), _uuid(f["area_id"]), _ordinal(f["effective"])
         )
+        rec.area_key = self.key(rec.area_id)
+        self.facilities_by_kind[rec.kind].append(rec)
 
     def _facility_connected(self, fid: UUID, f: Mapping[str, Any]) -> None:
         self.facilities[fid].connected = _ordinal(f["effective"])
@@ -659,9 +800,16 @@ class KpiProjection(Projection):
     # -- feedback ------------------------------------------------------------------------------
 
     def _feedback_received(self, fid: UUID, f: Mapping[str, Any]) -> None:
-        self.feedback[fid] = FeedbackRecord(
+        rec = self.feedback[fid] = FeedbackRecord(
             fid, _opt_uuid(f.get("area_id")), _epoch(f["received_at"])
         )
+        rec.area_key = -1 if rec.area_id is None else self.key(rec.area_id)
+        ordered = self._feedback_sorted
+        if ordered is not None:
+            if ordered and rec.received < ordered[-1].received:
+                self._feedback_sorted = None
+            else:
+                ordered.append(rec)
 
     def _feedback_handled(self, fid: UUID, f: Mapping[str, Any]) -> None:
         rec = self.feedback.get(fid)
@@ -681,23 +829,33 @@ class KpiProjection(Projection):
             _uuid(f["area_id"]),
             tuple(str(_raw(c)) for c in f["channels"]),
         )
+        d.area_key = self.key(d.area_id)
+        self.devices_by_area[d.area_key].append(d)
         self.devices[did] = d
         self._device_by_hex[did.hex] = d
 
     def _device_moved(self, did: UUID, f: Mapping[str, Any]) -> None:
-        self.devices[did].area_id = _uuid(f["area_id"])
+        d = self.devices[did]
+        self.devices_by_area[d.area_key].remove(d)
+        self.uptime_dirty.add(d.area_key)
+        d.area_id = _uuid(f["area_id"])
+        d.area_key = self.key(d.area_id)
+        self.devices_by_area[d.area_key].append(d)
+        self.uptime_dirty.add(d.area_key)
 
     def _device_configured(self, did: UUID, f: Mapping[str, Any]) -> None:
         self.devices[did].channels = tuple(str(_raw(c)) for c in f["channels"])
 
     def _device_status(self, did: UUID, f: Mapping[str, Any]) -> None:
         status = _raw(f["status"])
+        self.uptime_dirty.add(self.devices[did].area_key)
         self.devices[did].transition(
             _epoch(f["at"]), status == "online", status not in ("unknown", "maintenance")
         )
 
     def _device_decommissioned(self, did: UUID, f: Mapping[str, Any]) -> None:
         # The event carries no effective instant: the time it was recorded ends the observation.
+        self.uptime_dirty.add(self.devices[did].area_key)
         self.devices[did].transition(_epoch(f["timestamp"]), False, False)
 
     # -- broadcasts and dispatches -------------------------------------------------------------
@@ -730,16 +888,19 @@ class KpiProjection(Projection):
                 self._dispatch_sorted = None
             else:
                 self._dispatch_sorted.append((occ, rec.index))
-        per_area: dict[UUID | None, int] = defaultdict(int)
+        per_area: dict[int, int] = defaultdict(int)
         by_hex = self._device_by_hex
         for key in f["device_ids"]:
             dev = by_hex.get(key)
-            area = dev.area_id if dev is not None else None
+            area = dev.area_key if dev is not None else -1
             rec.rows[key] = [None, None, "", area]
             per_area[area] += 1
         rec.areas = tuple(per_area)
+        _, rec.category, rec.duration = self.broadcast_of(rec)
         for area, n in per_area.items():
-            self.deliveries[area].add(rec.day, n, 0, 0)
+            ledger = self.ledgers[area]
+            ledger.add(rec.day, TARGETED, n)
+            ledger.add(rec.day, AIRINGS_TARGETED)
 
     def _dispatch_outcomes(self, did: UUID, f: Mapping[str, Any]) -> None:
         rec = self.dispatches.get(did)
@@ -747,7 +908,7 @@ class KpiProjection(Projection):
             return
         rows = rec.rows
         window = self.on_time_within_s
-        delivered: dict[UUID | None, list[int]] = {}
+        delivered: dict[int, list[int]] = {}
         for key, status, at, reason in f["rows"]:
             row = rows.get(key)
             if row is None or row[0] in _FINAL:
@@ -764,16 +925,39 @@ class KpiProjection(Projection):
                 if t < c[2]:
                     c[2] = t
         for area, (n, on_time, first) in delivered.items():
-            self.deliveries[area].add(rec.day, 0, n, on_time)
+            ledger = self.ledgers[area]
+            ledger.add(rec.day, DELIVERED, n)
+            if on_time:
+                ledger.add(rec.day, ON_TIME, on_time)
             known = rec.aired.get(area)
             if known is None:
                 rec.aired[area] = first
-                self.aired[area].append((rec.day, rec.index))
-                self._aired_sorted.discard(area)
+                ledger.add(rec.day, AIRED)
+                ledger.add(rec.day, AIRTIME, rec.duration)
+                ledger.add(rec.day, _CATEGORY_COLUMN.get(rec.category, LEDGER_WIDTH - 1))
+                if self.local_day(first) > rec.day:
+                    self.late_airings.append((rec.index, area))
             elif first < known:
                 rec.aired[area] = first
 
     # -- queries used by the engine ------------------------------------------------------------
+
+    def uptime(self, area: int) -> AreaUptime:
+        """The devices of area key ``area`` together (rebuilt when one of them changed)."""
+        found = self._uptime.get(area)
+        if found is None or area in self.uptime_dirty:
+            found = self._uptime[area] = AreaUptime(self.devices_by_area.get(area, ()))
+            self.uptime_dirty.discard(area)
+        return found
+
+    def feedback_between(self, start: int, end: int) -> list[FeedbackRecord]:
+        """Feedback received in ``[start, end)`` (epoch seconds)."""
+        if self._feedback_sorted is None:
+            self._feedback_sorted = sorted(self.feedback.values(), key=lambda r: r.received)
+        ordered = self._feedback_sorted
+        lo = bisect_left(ordered, start, key=_received)
+        hi = bisect_left(ordered, end, lo, key=_received)
+        return ordered[lo:hi]
 
     def dispatches_between(self, start: int, end: int) -> Iterable[DispatchRecord]:
         """Dispatches whose occurrence lies in ``[start, end)`` (epoch seconds), in time order."""
@@ -785,18 +969,6 @@ class KpiProjection(Projection):
             if occ >= end:
                 break
             yield self.dispatch_list[index]
-
-    def aired_in(self, area: UUID | None, first: int, last: int) -> list[int]:
-        """Indices of dispatches aired in ``area`` on days ``first`` to ``last`` (ordinals)."""
-        entries = self.aired.get(area)
-        if not entries:
-            return []
-        if area not in self._aired_sorted:
-            entries.sort()
-            self._aired_sorted.add(area)
-        i = bisect_right(entries, (first, -1))
-        j = bisect_right(entries, (last, len(self.dispatch_list)))
-        return [index for _, index in entries[i:j]]
 
     def broadcast_of(self, rec: DispatchRecord) -> tuple[str, str, int]:
         """(title, category, duration in seconds) of the dispatch's broadcast."""
