@@ -11,11 +11,16 @@ walks and binary searches, never a replay:
   reach, closed); the state on a day is a ``bisect``;
 - **facilities**: established / connected / closed dates (each happens once, in that order);
 - **feedback**: received instant and the first instant it was answered or closed;
-- **devices**: per device the instants of its status transitions with running totals of
-  online and observed seconds, so the availability over any window is two binary searches;
-- **dispatches**: per occurrence the targeted devices, their outcomes, and per area and day the
-  counts of targeted / delivered / on-time deliveries (with running totals), and the bulletins
-  aired in each area.
+- **devices**: per device the instants of its status transitions; per area, all its devices
+  merged into one step function with running totals of device-seconds online and observed
+  (``AreaUptime``, rebuilt when one of them changed), so the availability of an area over any
+  window is two binary searches;
+- **dispatches**: per occurrence the targeted devices and their outcomes, and per area a daily
+  ``Ledger`` (the occurrence's local day) of deliveries targeted / delivered / on time, airings
+  targeted / aired, airtime and airings per category, with running totals.
+
+Areas are referred to by small integer keys (``key``) in the hot loops: ints hash in C, UUIDs in
+Python.
 
 Catching up: ``catch_up(app)`` reads the notification log from ``position + 1`` with the
 projection's topics, in batches, and records the position it reached. It works the same on
@@ -70,6 +75,9 @@ _FINAL = frozenset({"delivered", "failed"})
 # ------------------------------------------------------------------------------------------
 
 
+_UNIX_DAY = date(1970, 1, 1).toordinal()
+
+
 def _raw(value: Any) -> Any:
     if type(value) is dict and "_data_" in value:
         return value["_data_"]
@@ -92,16 +100,6 @@ def _ordinal(value: Any) -> int:
     if isinstance(value, date):
         return value.toordinal()
     return date.fromisoformat(value).toordinal()
-
-
-def _uuid(value: Any) -> UUID:
-    value = _raw(value)
-    return value if isinstance(value, UUID) else UUID(str(value))
-
-
-def _opt_uuid(value: Any) -> UUID | None:
-    value = _raw(value)
-    return None if value is None else _uuid(value)
 
 
 def _sqlite_fast_path(app: SourceSystem) -> bool:
@@ -554,6 +552,8 @@ class KpiProjection(Projection):
         self.dispatch_list: list[DispatchRecord] = []
         self._dispatch_sorted: list[tuple[int, int]] | None = []  # (occurrence, index)
         # Areas by small integer keys: the engine's hot loops hash ints (in C), not UUIDs.
+        self._ids: dict[str, UUID] = {}  # parsed id texts (areas, broadcasts)
+        self._offsets: dict[int, int] = {}  # UTC hour -> the zone's offset then (seconds)
         self.area_keys: dict[UUID, int] = {}
         self.area_ids: list[UUID] = []
         # Per area key (-1: a device of no known area): the daily ledger of dispatches, and the
@@ -686,13 +686,11 @@ class KpiProjection(Projection):
                             dev = by_text[oid] = devices[UUID(oid)]
                         dirty_add(dev.area_key)
                         times = dev.times
-                        if times and at > times[-1] and not dev._dirty:  # the usual case
-                            span = at - times[-1]
-                            dev.cum_on.append(dev.cum_on[-1] + (span if dev.on[-1] else 0))
-                            dev.cum_obs.append(dev.cum_obs[-1] + (span if dev.obs[-1] else 0))
+                        if times and at > times[-1]:  # the usual case: append, totals later
                             times.append(at)
                             dev.on.append(online)
                             dev.obs.append(observed)
+                            dev._dirty = True
                         else:
                             dev.transition(at, online, observed)
                         continue
@@ -723,6 +721,16 @@ class KpiProjection(Projection):
         return decode
 
     # -- areas ---------------------------------------------------------------------------------
+
+    def _id(self, value: Any) -> UUID:
+        """An id field (UUID, hex text, or the transcoder's raw form), parsed once per text."""
+        value = _raw(value)
+        if isinstance(value, UUID):
+            return value
+        found = self._ids.get(value)
+        if found is None:
+            found = self._ids[value] = UUID(value)
+        return found
 
     def key(self, area_id: UUID) -> int:
         """The small integer standing for ``area_id`` (assigned on first sight, never reused)."""
@@ -755,7 +763,7 @@ class KpiProjection(Projection):
         st = self.stations[sid] = StationTimeline(
             sid,
             f["name"],
-            _uuid(f["area_id"]),
+            self._id(f["area_id"]),
             int(f["commissioned_year"]),
             _ordinal(f["effective"]),
             state,
@@ -786,7 +794,7 @@ class KpiProjection(Projection):
 
     def _facility_established(self, fid: UUID, f: Mapping[str, Any]) -> None:
         rec = self.facilities[fid] = FacilityRecord(
-            fid, f["name"], str(_raw(f["kind"])), _uuid(f["area_id"]), _ordinal(f["effective"])
+            fid, f["name"], str(_raw(f["kind"])), self._id(f["area_id"]), _ordinal(f["effective"])
         )
         rec.area_key = self.key(rec.area_id)
         self.facilities_by_kind[rec.kind].append(rec)
@@ -801,7 +809,9 @@ class KpiProjection(Projection):
 
     def _feedback_received(self, fid: UUID, f: Mapping[str, Any]) -> None:
         rec = self.feedback[fid] = FeedbackRecord(
-            fid, _opt_uuid(f.get("area_id")), _epoch(f["received_at"])
+            fid,
+            None if _raw(f.get("area_id")) is None else self._id(f["area_id"]),
+            _epoch(f["received_at"]),
         )
         rec.area_key = -1 if rec.area_id is None else self.key(rec.area_id)
         ordered = self._feedback_sorted
@@ -826,7 +836,7 @@ class KpiProjection(Projection):
             did,
             f["name"],
             str(_raw(f["kind"])),
-            _uuid(f["area_id"]),
+            self._id(f["area_id"]),
             tuple(str(_raw(c)) for c in f["channels"]),
         )
         d.area_key = self.key(d.area_id)
@@ -838,7 +848,7 @@ class KpiProjection(Projection):
         d = self.devices[did]
         self.devices_by_area[d.area_key].remove(d)
         self.uptime_dirty.add(d.area_key)
-        d.area_id = _uuid(f["area_id"])
+        d.area_id = self._id(f["area_id"])
         d.area_key = self.key(d.area_id)
         self.devices_by_area[d.area_key].append(d)
         self.uptime_dirty.add(d.area_key)
@@ -868,8 +878,14 @@ class KpiProjection(Projection):
         self.broadcasts[bid] = (f["title"], str(_raw(f["category"])), int(duration or 300))
 
     def local_day(self, epoch: int) -> int:
-        """The local calendar day (ordinal) of an instant."""
-        return datetime.fromtimestamp(epoch, self._tz).date().toordinal()
+        """The local calendar day (ordinal) of an instant (the zone's offset cached per hour)."""
+        hour = epoch // 3600
+        offset = self._offsets.get(hour)
+        if offset is None:
+            local = datetime.fromtimestamp(hour * 3600, self._tz)
+            delta = local.utcoffset()
+            offset = self._offsets[hour] = int(delta.total_seconds()) if delta else 0
+        return (epoch + offset) // 86400 + _UNIX_DAY
 
     def local_midnight(self, day: date) -> int:
         """Epoch seconds of the local midnight that starts ``day``."""
@@ -879,7 +895,7 @@ class KpiProjection(Projection):
     def _dispatch_started(self, did: UUID, f: Mapping[str, Any]) -> None:
         occ = _epoch(f["occurrence"])
         rec = DispatchRecord(
-            did, len(self.dispatch_list), _uuid(f["broadcast_id"]), occ, self.local_day(occ)
+            did, len(self.dispatch_list), self._id(f["broadcast_id"]), occ, self.local_day(occ)
         )
         self.dispatches[did] = rec
         self.dispatch_list.append(rec)
