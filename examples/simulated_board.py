@@ -11,6 +11,11 @@ One process serves any number of boards under ``/b/{n}/`` (board 0 is also at ``
     BOARD_KEY=secret python examples/simulated_board.py --port 8090 --boards 1
     # register the device with address http://127.0.0.1:8090/b/0 and settings key=env:BOARD_KEY
 
+With ``--advertise`` each push board also announces itself on the LAN by zeroconf (service type
+``_tcs-board._tcp``), so ``tcs devices discover`` lists it as a pending device (docs/discovery.md)::
+
+    BOARD_KEY=secret python examples/simulated_board.py --port 8090 --advertise
+
 As a pull board behind NAT it polls its feed and listens to its event stream instead, and posts
 proof of play back::
 
@@ -35,9 +40,9 @@ import os
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -45,7 +50,19 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-__all__ = ["BOARDS", "Board", "PullBoard", "board_app", "main", "serve"]
+if TYPE_CHECKING:
+    from tcs_core.discovery import Advertisement
+
+__all__ = [
+    "BOARDS",
+    "BOARD_SERVICE_TYPE",
+    "Board",
+    "PullBoard",
+    "advertise_board",
+    "board_app",
+    "main",
+    "serve",
+]
 
 log = logging.getLogger("simulated_board")
 
@@ -695,6 +712,42 @@ async def serve(
     return runner, int(bound[0][1]) if bound else port
 
 
+BOARD_SERVICE_TYPE = "_tcs-board._tcp.local."
+
+
+@contextlib.asynccontextmanager
+async def advertise_board(
+    board: Board,
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    model: str = "TCS-SIM-BOARD",
+    interfaces: Sequence[str] | None = None,
+) -> AsyncIterator[Advertisement]:
+    """Announce ``board`` (served at ``http://host:port/b/{n}``) by zeroconf until the block
+    ends: service type ``_tcs-board._tcp``, TXT records for kind, channel, address and model.
+    The board's key is never advertised: the admin who accepts the board gives it."""
+    from tcs_core.discovery import advertise  # zeroconf is only needed when advertising
+
+    properties = {
+        "kind": "board",
+        "channel": "board",
+        "transport": "board",
+        "address": f"http://{{host}}:{{port}}/b/{board.n}",
+        "model": model,
+        "name": board.name,
+    }
+    async with advertise(
+        board.name,
+        BOARD_SERVICE_TYPE,
+        port=port,
+        host=host,
+        properties=properties,
+        interfaces=interfaces,
+    ) as ad:
+        yield ad
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: serve boards (push), or run one pull board with its page."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -706,6 +759,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pull", metavar="FEED_URL", help="run as a pull board on this feed")
     p.add_argument("--board-id", help="the device id of the pull board")
     p.add_argument("--poll", type=float, default=300.0, help="pull: poll interval in seconds")
+    p.add_argument(
+        "--advertise", action="store_true", help="announce the push boards by zeroconf (mDNS)"
+    )
     args = p.parse_args(argv)
     secret = os.environ.get(args.key_env)
     if not secret:
@@ -725,6 +781,12 @@ def main(argv: list[str] | None = None) -> None:
                     args.pull, UUID(args.board_id), key, boards[0], poll_interval_s=args.poll
                 )
                 await puller.run()
+            elif args.advertise:
+                async with contextlib.AsyncExitStack() as ads:
+                    for board in boards:
+                        ad = await ads.enter_async_context(advertise_board(board, port, args.host))
+                        print(f"advertised {ad.service_name}")
+                    await asyncio.Event().wait()
             else:
                 await asyncio.Event().wait()
         finally:

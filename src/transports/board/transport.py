@@ -278,6 +278,9 @@ class BoardTransport:
     #: Boards keep playlists with validity windows and report what they played. ``mode_of``
     #: tells, per device, whether the engine's call is the delivery (push) or not (pull).
     mode = Mode.AHEAD
+    #: The DNS-SD service type push boards advertise on the LAN (``tcs_core.discovery`` reads
+    #: it; a discovered board is registered only when an admin accepts it: docs/discovery.md).
+    discovery_service_types = frozenset({"_tcs-board._tcp.local."})
 
     def __init__(
         self,
