@@ -1,0 +1,12 @@
+"""Province server example: HTTP API with OpenAPI, area-scoped auth, dashboard, live status.
+
+Uses only tcs-core's public API. ``create_app(system, config=...)`` returns an aiohttp
+application; ``serve(app)`` starts it on a port; ``python -m province_server`` (with
+``examples/`` on ``sys.path``) runs it from the command line. See docs/server.md.
+"""
+
+from .auth import CredentialStore, RateLimiter
+from .config import ServerConfig
+from .server import create_app, serve
+
+__all__ = ["CredentialStore", "RateLimiter", "ServerConfig", "create_app", "serve"]
