@@ -39,6 +39,7 @@ from tcs_core.domain import DiscoveredService, DiscoveryStatus, RecordOutcome
 from tcs_core.errors import (
     AlreadyExists,
     InvalidTransition,
+    NotFound,
     PermissionDenied,
     ValidationError,
 )
@@ -304,6 +305,39 @@ def test_cli_discover_lists_in_vietnamese_and_records_pending(tmp_path: Path) ->
         assert [v.name[:12] for v in app.discovered.pending()] == ["Bảng tin CLI"]
     finally:
         app.close()
+
+
+def test_cli_accepts_and_rejects_by_short_id_and_refuses_bad_options(tmp_path: Path) -> None:
+    """``devices accept`` registers by the listed 8-character id with settings, ``reject``
+    turns one down; an unknown id, a bad --type or --seconds are clear errors."""
+    db = str(tmp_path / "tcs.sqlite")
+    app = make_app(Settings.sqlite(db))
+    one = app.record_discovered(found("Bảng I")).discovered_id
+    two = app.record_discovered(found("Bảng K", port=8094)).discovered_id
+    app.close()
+    out = io.StringIO()
+    short = str(one)[:8]
+    setting = "--setting=key=env:BOARD_KEY"
+    accept = ["devices", "accept", short, "--area", "C1", "--as", "admin", setting, "--db", db]
+    assert discovery_main(accept, out) == 0
+    reject = ["devices", "reject", str(two), "--reason", "trùng", "--as", "qt.c2", "--db", db]
+    assert discovery_main([*reject, "--lang", "en"], out) == 0
+    assert "Đã đăng ký thiết bị Bảng I" in out.getvalue() and "Rejected Bảng K" in out.getvalue()
+    with pytest.raises(NotFound):
+        discovery_main(["devices", "accept", "ffffffff", "--area", "C1", "--as", "admin",
+                        "--db", db], out)  # fmt: skip
+    for bad, field in ((["--seconds", "0"], "--seconds"), (["--type", "x"], "--type")):
+        with pytest.raises(ValidationError) as exc:
+            discovery_main(["devices", "discover", *bad], out)
+        assert exc.value.field == field
+    again = SourceSystem(Settings.sqlite(db))
+    try:
+        device = again.discovered.get(one).device_id  # type: ignore[union-attr]
+        assert device is not None
+        assert again.devices.get(device).settings == {"key": "env:BOARD_KEY"}  # type: ignore[union-attr]
+        assert again.discovered.pending() == []
+    finally:
+        again.close()
 
 
 # -- the pending → accepted flow, without the network ----------------------------------------------

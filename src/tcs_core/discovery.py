@@ -17,7 +17,7 @@ until the block ends.
 
 Built on python-zeroconf (``AsyncZeroconf``, ``AsyncServiceBrowser``, ``AsyncServiceInfo``), part
 of the ``server`` extra. Pass ``interfaces=["127.0.0.1"]`` to keep everything on loopback (tests,
-``tcs demo``); the default is every interface of the machine (loopback excluded by zeroconf).
+``tcs demo``); the default is every IPv4 interface of the machine (what a server on a LAN wants).
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from tcs_core.discovery import browse, installed_service_types, record_found
 from tcs_core.domain.discovered import DiscoveredService, RecordOutcome
 from tcs_core.errors import NotFound, ValidationError
 
@@ -71,10 +70,10 @@ DISCOVERY_MESSAGES: dict[str, dict[str, str]] = {
         "en": "how long to browse, in seconds (default 3)",
     },
     "opt.interface": {
-        "vi": "địa chỉ IP của giao diện mạng để tìm (lặp lại được; mặc định: mọi giao diện "
-        "trừ loopback; dùng 127.0.0.1 cho tcs demo)",
-        "en": "IP address of an interface to browse on (repeatable; default: every interface "
-        "but loopback; use 127.0.0.1 for tcs demo)",
+        "vi": "địa chỉ IP của giao diện mạng để tìm (lặp lại được; mặc định: mọi giao diện; "
+        "dùng 127.0.0.1 cho tcs demo)",
+        "en": "IP address of an interface to browse on (repeatable; default: every interface; "
+        "use 127.0.0.1 for tcs demo)",
     },
     "opt.type": {
         "vi": "thêm một loại dịch vụ, dạng _loai._tcp=ten_giao_thuc",
@@ -153,6 +152,14 @@ DISCOVERY_MESSAGES: dict[str, dict[str, str]] = {
     "ambiguous": {
         "vi": "mã {id!r} khớp nhiều thiết bị; cho thêm ký tự",
         "en": "the id {id!r} matches several devices; give more characters",
+    },
+    "bad_type": {
+        "vi": "loại dịch vụ không hợp lệ {value!r}: dùng dạng _loai._tcp=ten_giao_thuc",
+        "en": "invalid service type {value!r}: use _type._tcp=transport_name",
+    },
+    "bad_seconds": {
+        "vi": "thời gian tìm phải từ 0 đến 3600 giây, không phải {value:g}",
+        "en": "browse for between 0 and 3600 seconds, not {value:g}",
     },
     "bad_setting": {
         "vi": "cài đặt {value!r} không hợp lệ: dùng dạng K=V",
@@ -273,7 +280,7 @@ def _extra_types(values: Sequence[str], lang: str) -> dict[str, str]:
     for raw in values:
         stype, sep, transport = raw.partition("=")
         if not sep or not stype.strip() or not transport.strip():
-            raise ValidationError("--type", _m("bad_setting", lang, value=raw))
+            raise ValidationError("--type", _m("bad_type", lang, value=raw))
         out[stype.strip()] = transport.strip()
     return out
 
@@ -350,6 +357,11 @@ def run_discovery_command(
 def _discover(
     args: argparse.Namespace, app: SourceSystem | None, console: Console, lang: str
 ) -> int:
+    # zeroconf (the server extra) is imported only when browsing: `tcs` works without it.
+    from tcs_core.discovery import browse, installed_service_types, record_found
+
+    if not (0 < args.seconds <= 3600):
+        raise ValidationError("--seconds", _m("bad_seconds", lang, value=args.seconds))
     declarations, notes = installed_service_types(_extra_types(args.type, lang))
     for note in notes:
         console.print(_m("skipped_plugin", lang, note=note), style="dim")
