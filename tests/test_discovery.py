@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from zeroconf import IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
@@ -532,3 +534,49 @@ def test_record_refuses_anything_but_a_discovered_service() -> None:
     with contextlib.suppress(ValidationError):
         found("Bảng", kind="toaster")
     assert stored(app) == before and len(app.discovered) == 0
+
+
+_TXT_KEYS = st.sampled_from(
+    ["kind", "channel", "address", "name", "model", "transport", "txtvers", "fw", "KIND", "pin"]
+)
+_TXT_VALUES = st.one_of(
+    st.none(),
+    st.binary(max_size=40),
+    st.sampled_from(["board", "ip_speaker", "audio", "board,sms", "http://{host}:{port}/b/0", ""]),
+    st.text(max_size=40),
+)
+
+
+@given(
+    txt=st.builds(
+        lambda base, extra: {**base, **extra},
+        st.fixed_dictionaries(
+            {"kind": st.sampled_from(["board", "toaster"]), "channel": st.just("board")}
+        ),
+        st.dictionaries(st.one_of(_TXT_KEYS, st.text(max_size=12)), _TXT_VALUES, max_size=6),
+    ),
+    host=st.sampled_from(["127.0.0.1", "10.0.0.7", "fe80::1"]),
+    port=st.integers(min_value=-1, max_value=70000),
+)
+def test_any_txt_record_set_gives_a_valid_find_or_a_validation_error(
+    txt: dict[str, Any], host: str, port: int
+) -> None:
+    """Whatever a device advertises, reading it either succeeds with a value that survives the
+    event store's round trip or fails with a ValidationError naming a field; nothing else."""
+    error: ValidationError | None = None
+    try:
+        f = DiscoveredService.from_txt(
+            service_name=f"Thiết bị.{BOARD_SERVICE_TYPE}",
+            service_type=BOARD_SERVICE_TYPE,
+            host=host,
+            port=port,
+            txt=txt,
+            transport="board",
+        )
+    except ValidationError as exc:
+        error = exc
+    if error is not None:
+        assert error.field and error.reason
+        return
+    assert host in f.address  # the address always points at the advertiser
+    assert DiscoveredService(**f.event_fields()) == f
