@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import re
 import secrets
+import socket
 import struct
 import time
 from collections.abc import Sequence
@@ -166,12 +167,18 @@ class Speaker:
         """Whether a call is up."""
         return self._current is not None and self._current.ended_at is None
 
-    async def start(self) -> Speaker:
-        """Bind the SIP and RTP sockets (ports chosen by the system)."""
+    async def start(self, sip_socket: socket.socket | None = None) -> Speaker:
+        """Bind the SIP and RTP sockets (ports chosen by the system), or take a SIP socket
+        bound already (so that a test knows the address before its event loop runs)."""
         loop = asyncio.get_running_loop()
-        self._sip, _ = await loop.create_datagram_endpoint(
-            lambda: _SipSide(self), local_addr=(self.host, 0)
-        )
+        if sip_socket is not None:
+            self._sip, _ = await loop.create_datagram_endpoint(
+                lambda: _SipSide(self), sock=sip_socket
+            )
+        else:
+            self._sip, _ = await loop.create_datagram_endpoint(
+                lambda: _SipSide(self), local_addr=(self.host, 0)
+            )
         self._rtp, _ = await loop.create_datagram_endpoint(
             lambda: _RtpSide(self), local_addr=(self.host, 0)
         )
@@ -260,10 +267,14 @@ class Speaker:
             )
             self._final(msg, addr, resp)
             return
-        if self.behaviour == "busy" or self.in_call:
+        barge = msg.get("priv-answer-mode").lower().startswith("auto")  # RFC 5373 override
+        if (self.behaviour == "busy" or self.in_call) and not barge:
             self.received.rejected += 1
             self._final(msg, addr, build_response(msg, 486, "Busy Here", to_tag=to_tag))
             return
+        if barge and self._current is not None and self._current.ended_at is None:
+            self._current.ended_at, self._current.ended_by = time.monotonic(), "barged"
+            self._current = None
         headers = {k: v for k, v in msg.headers if k not in ("via", "content-length")}
         call = CallStats(msg.call_id, msg.get("from"), headers, started_at=time.monotonic())
         self.received.calls.append(call)

@@ -290,6 +290,9 @@ class AudioCache:
             self._encoded.move_to_end((key, codec))
             return hit
         pcm = await self.pcm(content, key)
+        hit = self._encoded.get((key, codec))  # another caller may have encoded it meanwhile
+        if hit is not None:
+            return hit
         data = encode(pcm, codec)
         self._store_encoded((key, codec), data)
         return data

@@ -221,6 +221,7 @@ class SipTransport:
         self._plays: dict[UUID, int] = defaultdict(int)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._local_ip: dict[str, str] = {}
+        self._next_slot = 0.0  # pacing to limits.rate_per_s (monotonic time of the next call)
         self.history: deque[CallRecord] = deque(maxlen=10_000)
 
     # -- life cycle --------------------------------------------------------------------------
@@ -437,6 +438,9 @@ class SipTransport:
             frames = math.ceil(context.duration_s / TICK_S)
             end_frame = start_frame + frames
         priority = Priority(context.priority)
+        paced = await self._pace(device, deadline)
+        if paced is not None:
+            return paced
         while True:
             cur = self._calls.get(device.device_id)
             if cur is None:
@@ -484,6 +488,25 @@ class SipTransport:
         if outcome.status.value != "delivered":
             self._drop(call, outcome.reason)
         return outcome
+
+    async def _pace(self, device: DeviceTarget, deadline: float) -> Outcome | None:
+        """Space calls ``1 / limits.rate_per_s`` apart; retryable if the wait is too long."""
+        rate = self.limits.rate_per_s
+        if rate is None:
+            return None
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        wait = slot - now
+        if wait > self.limits.timeout_s / 2:
+            return Outcome.retryable(
+                f"{device.name}: the transport's call rate limit of {rate:g}/s is reached "
+                f"(next slot in {wait:.1f} s)",
+                wait,
+            )
+        self._next_slot = slot + 1.0 / rate
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return None
 
     def _drop(self, call: _Call, why: str) -> None:
         if self._calls.get(call.device.device_id) is call:
