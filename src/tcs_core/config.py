@@ -8,6 +8,7 @@ read from the file: a PostgreSQL password comes from the environment variable th
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ __all__ = ["Persistence", "Settings"]
 
 Persistence = Literal["popo", "sqlite", "postgres"]
 _KINDS = ("popo", "sqlite", "postgres")
+_SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def _persistence(value: str) -> Persistence:
@@ -46,6 +48,9 @@ class Settings:
     postgres_password_env: str = "TCS_POSTGRES_PASSWORD"  # noqa: S105 (a variable name)
     postgres_schema: str | None = None
     postgres_pool_size: int = attrs.field(default=5, validator=_positive)
+    # A worker whose connection hangs must not hold the store's table lock for long (cluster mode).
+    postgres_connect_timeout_s: int = attrs.field(default=5, validator=_positive)
+    postgres_idle_in_transaction_timeout_s: int = attrs.field(default=5, validator=_positive)
     zone: str = attrs.field(default=DEFAULT_ZONE, converter=_zone)
 
     def __attrs_post_init__(self) -> None:
@@ -61,6 +66,17 @@ class Settings:
                     "contains a password; remove it and set the environment variable named by "
                     f"postgres_password_env ({self.postgres_password_env}) instead",
                 )
+        if self.postgres_schema is not None and not _SCHEMA.fullmatch(self.postgres_schema):
+            raise ValidationError(
+                "postgres_schema", "use letters, digits and '_' (at most 63, not starting with a digit)"
+            )
+        for name in (
+            "postgres_pool_size",
+            "postgres_connect_timeout_s",
+            "postgres_idle_in_transaction_timeout_s",
+        ):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ValidationError(name, "must be a whole number")
 
     # -- constructors --------------------------------------------------------------------------
 
@@ -102,6 +118,8 @@ class Settings:
             "postgres_password_env": "postgres_password_env",
             "postgres_schema": "postgres_schema",
             "postgres_pool_size": "postgres_pool_size",
+            "postgres_connect_timeout_s": "postgres_connect_timeout_s",
+            "postgres_idle_in_transaction_timeout_s": "postgres_idle_in_transaction_timeout_s",
         }
         for key, value in p.items():
             if key not in mapping:
@@ -120,7 +138,8 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         """``TCS_CONFIG`` (a tcs.toml path), else ``TCS_PERSISTENCE`` / ``TCS_SQLITE_PATH`` /
-        ``TCS_POSTGRES_DSN``, else the defaults."""
+        ``TCS_POSTGRES_DSN`` / ``TCS_POSTGRES_SCHEMA`` / ``TCS_POSTGRES_POOL_SIZE`` /
+        ``TCS_POSTGRES_PASSWORD_ENV``, else the defaults."""
         env = os.environ if environ is None else environ
         if env.get("TCS_CONFIG"):
             return cls.from_toml(env["TCS_CONFIG"])
@@ -131,6 +150,18 @@ class Settings:
             kwargs["sqlite_path"] = env["TCS_SQLITE_PATH"]
         if env.get("TCS_POSTGRES_DSN"):
             kwargs["postgres_dsn"] = env["TCS_POSTGRES_DSN"]
+        if env.get("TCS_POSTGRES_SCHEMA"):
+            kwargs["postgres_schema"] = env["TCS_POSTGRES_SCHEMA"]
+        if env.get("TCS_POSTGRES_PASSWORD_ENV"):
+            kwargs["postgres_password_env"] = env["TCS_POSTGRES_PASSWORD_ENV"]
+        if env.get("TCS_POSTGRES_POOL_SIZE"):
+            raw = env["TCS_POSTGRES_POOL_SIZE"]
+            try:
+                kwargs["postgres_pool_size"] = int(raw)
+            except ValueError:
+                raise ValidationError(
+                    "TCS_POSTGRES_POOL_SIZE", f"{raw!r} is not a whole number"
+                ) from None
         return cls(**kwargs)
 
     # -- eventsourcing environment ---------------------------------------------------------------
@@ -155,6 +186,10 @@ class Settings:
             "POSTGRES_USER": unquote(parts.username or "postgres"),
             "POSTGRES_PASSWORD": env.get(self.postgres_password_env, ""),
             "POSTGRES_POOL_SIZE": str(self.postgres_pool_size),
+            "POSTGRES_CONNECT_TIMEOUT": str(self.postgres_connect_timeout_s),
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(
+                self.postgres_idle_in_transaction_timeout_s
+            ),
         }
         if self.postgres_schema:
             out["POSTGRES_SCHEMA"] = self.postgres_schema

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from tcs_core.domain.values import as_utc
 
-__all__ = ["Clock", "RealClock", "VirtualClock"]
+__all__ = ["AcceleratedClock", "Clock", "RealClock", "VirtualClock"]
 
 
 @runtime_checkable
@@ -34,6 +35,29 @@ class RealClock:
     async def sleep_until(self, t: datetime, wake: asyncio.Event) -> None:
         """Sleep until ``t`` or until ``wake`` is set, whichever comes first."""
         delay = (t - self.now()).total_seconds()
+        if delay <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=delay)
+
+
+class AcceleratedClock(RealClock):
+    """Wall time sped up: ``start`` at the wall instant ``epoch`` (Unix seconds), then ``speed``
+    simulated seconds per wall second. Several processes given the same three values share one
+    clock, which is how cluster tests run many workers through a day in minutes."""
+
+    def __init__(self, start: datetime, epoch: float, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.start = as_utc(start, "start")
+        self.epoch = float(epoch)
+        self.speed = float(speed)
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=(time.time() - self.epoch) * self.speed)
+
+    async def sleep_until(self, t: datetime, wake: asyncio.Event) -> None:
+        delay = (t - self.now()).total_seconds() / self.speed
         if delay <= 0:
             return
         with contextlib.suppress(TimeoutError):

@@ -13,6 +13,10 @@
 - Recovery: everything is rebuilt from the event store on start. Dispatches started but not
   completed are resumed for devices without a final outcome, with the same idempotency keys.
 - The clock is a parameter: a ``VirtualClock`` is stepped with ``run_until`` (a day in seconds).
+- Cluster mode: an ``Ownership`` says which broadcasts this scheduler may fire (the partitions its
+  worker leases). It is asked again at the instant of firing and, as a fence, in the writer thread
+  just before a Dispatch is saved; ``adopt`` rebuilds a gained partition from the store and
+  ``drop`` forgets a lost one. A Dispatch another worker saved first is "someone else fired it".
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import heapq
 import itertools
 import logging
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import attrs
@@ -60,11 +64,30 @@ from tcs_core.transport import (
     delivery_key,
 )
 
-__all__ = ["ClashRule", "Scheduler", "SchedulerConfig", "SchedulerStats"]
+__all__ = ["ClashRule", "Ownership", "Scheduler", "SchedulerConfig", "SchedulerStats"]
 
 log = logging.getLogger("tcs_core.scheduler")
 _DELIVERABLE = ("approved", "scheduled", "expired")
 _TINY = timedelta(microseconds=1)
+
+
+class Ownership(Protocol):
+    """Which broadcasts a scheduler may fire (cluster mode: the partitions its worker leases).
+
+    ``owns`` is asked on the event loop (planning, firing, lanes); ``may_fire`` is asked in the
+    writer thread just before a Dispatch is saved, the last moment a lost lease can stop it."""
+
+    def owns(self, broadcast_id: UUID) -> bool:
+        """Whether this scheduler may plan and fire ``broadcast_id`` now."""
+        ...
+
+    def may_fire(self, broadcast_id: UUID, occurrence: datetime) -> bool:
+        """Whether the Dispatch of this occurrence may be saved now (the fence)."""
+        ...
+
+
+class _Fenced(Exception):
+    """The worker lost the broadcast's partition before the Dispatch was saved."""
 
 
 class ClashRule(enum.StrEnum):
@@ -110,6 +133,8 @@ class SchedulerStats:
     resumed_dispatches: int = 0
     expired_items: int = 0
     unmatched: int = 0
+    store_errors: int = 0  # Dispatches that could not be saved (not conflicts)
+    fenced: int = 0  # firings stopped because the partition's lease was lost (cluster mode)
 
 
 @attrs.define
@@ -176,6 +201,17 @@ def _saving(aggregate: Dispatch) -> Any:
     return command
 
 
+def _saving_if(aggregate: Dispatch, ownership: Ownership) -> Any:
+    """As ``_saving``, but only while the worker still holds the broadcast's partition."""
+
+    def command() -> Sequence[Dispatch]:
+        if not ownership.may_fire(aggregate.broadcast_id, aggregate.occurrence):
+            raise _Fenced(aggregate.id)
+        return [aggregate]
+
+    return command
+
+
 class Scheduler:
     """Turns approved broadcasts into Dispatches and deliveries (see the module docstring)."""
 
@@ -185,8 +221,10 @@ class Scheduler:
         transports: Iterable[Transport] | TransportRegistry,
         clock: Clock | None = None,
         config: SchedulerConfig | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self.app = app
+        self.ownership = ownership
         self.transports = (
             transports
             if isinstance(transports, TransportRegistry)
@@ -263,6 +301,9 @@ class Scheduler:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake.set)
 
+    def _mine(self, broadcast_id: UUID) -> bool:
+        return self.ownership is None or self.ownership.owns(broadcast_id)
+
     @property
     def pending_timers(self) -> int:
         """Entries in the timer heap (schedules, lane ends and retries)."""
@@ -274,6 +315,8 @@ class Scheduler:
         now = self.clock.now()
         to_take = []
         for view in self.app.broadcasts.live():
+            if not self._mine(view.broadcast_id):
+                continue
             if view.status == "approved":
                 to_take.append(view.broadcast_id)
             else:
@@ -281,7 +324,50 @@ class Scheduler:
         if to_take:
             await self._take(to_take, now)
         for dispatch_id, broadcast_id in list(self.app.dispatches.open.items()):
-            await self._resume(dispatch_id, broadcast_id, now)
+            if self._mine(broadcast_id):
+                await self._resume(dispatch_id, broadcast_id, now)
+
+    async def adopt(self, which: Callable[[UUID], bool]) -> int:
+        """Rebuild the broadcasts ``which`` selects from the store and plan them (cluster mode:
+        a partition gained). Occurrences missed meanwhile go through the misfire policy, and
+        their unfinished dispatches are resumed. Returns how many broadcasts were planned."""
+        await asyncio.to_thread(self.app.refresh)
+        now = self.clock.now()
+        to_take = []
+        for view in self.app.broadcasts.live():
+            bid = view.broadcast_id
+            if not which(bid) or not self._mine(bid):
+                continue
+            if view.status == "approved":
+                to_take.append(bid)
+            else:
+                self._plan(view)
+        if to_take:
+            await self._take(to_take, now)
+        for dispatch_id, broadcast_id in list(self.app.dispatches.open.items()):
+            if which(broadcast_id) and self._mine(broadcast_id) and dispatch_id not in self._open:
+                await self._resume(dispatch_id, broadcast_id, now)
+        self._wake.set()
+        return sum(1 for bid in self._plans if which(bid))
+
+    def drop(self, which: Callable[[UUID], bool]) -> int:
+        """Stop firing the broadcasts ``which`` selects, at once (cluster mode: a partition
+        lost). Their timers and unfinished dispatches are forgotten; outcomes not yet written
+        are left to the new owner, which resumes those devices with the same idempotency keys.
+        Returns how many plans were dropped."""
+        dropped = [bid for bid in self._plans if which(bid)]
+        for bid in dropped:
+            self._plans.pop(bid).gen += 1  # stale heap entries are ignored
+        for did, opened in list(self._open.items()):
+            if which(opened.dispatch.broadcast_id):
+                del self._open[did]
+        for bid in [b for b in self._aggregates if which(b)]:
+            del self._aggregates[bid]
+        return len(dropped)
+
+    async def flush(self) -> None:
+        """Write the outcomes buffered so far (e.g. before handing a partition over)."""
+        await self._flush()
 
     async def _take(self, broadcast_ids: Sequence[UUID], at: datetime) -> None:
         """Mark approved broadcasts as scheduled (one transaction) and plan them."""
@@ -296,7 +382,14 @@ class Scheduler:
                     out.append(b)
             return out
 
-        for b in await self.writer.run(command):
+        try:
+            taken = await self.writer.run(command)
+        except AlreadyExists:
+            # Another worker took (or changed) one of them meanwhile: see what it recorded, then
+            # take whichever are still approved.
+            await asyncio.to_thread(self.app.refresh)
+            taken = await self.writer.run(command)
+        for b in taken:
             if isinstance(b, Broadcast):
                 self._aggregates[b.id] = b
         for bid in broadcast_ids:
@@ -375,6 +468,12 @@ class Scheduler:
             if bid in seen:  # drafted, submitted, approved before the loop woke: one look
                 continue
             seen.add(bid)
+            if not self._mine(bid):  # another worker's partition
+                plan = self._plans.pop(bid, None)
+                if plan is not None:
+                    plan.gen += 1
+                self._aggregates.pop(bid, None)
+                continue
             view = self.app.broadcasts.get(bid)
             if view is None:
                 continue
@@ -458,6 +557,11 @@ class Scheduler:
                 plan = self._plans.get(bid)
                 if plan is None or plan.gen != gen:
                     continue
+                if not self._mine(bid):  # the partition was lost: stop firing it at once
+                    self._plans.pop(bid, None)
+                    plan.gen += 1
+                    self.stats.fenced += 1
+                    continue
                 occurrences = self._due_occurrences(plan, t, now)
                 if occurrences:
                     fires.append((plan, occurrences))
@@ -520,12 +624,18 @@ class Scheduler:
                     actor=str(SYSTEM),
                 )
                 jobs.append((plan, occ, devices, dispatch))
-        results = await self.writer.run_many([_saving(d) for _, _, _, d in jobs])
+        own = self.ownership
+        saving = [_saving(d) if own is None else _saving_if(d, own) for _, _, _, d in jobs]
+        results = await self.writer.run_many(saving)
         for (plan, occ, devices, dispatch), result in zip(jobs, results, strict=True):
-            if isinstance(result, DispatchExists):
+            if isinstance(result, DispatchExists):  # someone else fired it: not an error
                 self.stats.duplicates += 1
                 continue
+            if isinstance(result, _Fenced):
+                self.stats.fenced += 1
+                continue
             if isinstance(result, BaseException):
+                self.stats.store_errors += 1  # a cluster worker re-adopts from the store
                 log.error("could not start dispatch %s", dispatch.id, exc_info=result)
                 continue
             self.stats.dispatches += 1
@@ -615,6 +725,8 @@ class Scheduler:
                 return
 
     def _item_still_valid(self, item: _Item, now: datetime) -> bool:
+        if not self._mine(item.broadcast_id):
+            return False  # the partition's new owner resumes this device (same key)
         view = self.app.broadcasts.get(item.broadcast_id)
         # Expired means "no further occurrences": items already dispatched still play.
         if view is None or view.status not in _DELIVERABLE:
@@ -779,19 +891,41 @@ class Scheduler:
         if self.writer is None:
             return
         jobs = []
+        specs = []
         for opened in list(self._open.values()):
             if not opened.buffer and not opened.preempted and not (force and opened.remaining == 0):
                 continue
             batch, opened.buffer = opened.buffer, []
             preempted, opened.preempted = opened.preempted, {}
             done = opened.remaining == 0
+            specs.append((opened, batch, preempted, done))
             jobs.append(self.writer.run(self._outcome_command(opened, batch, preempted, done)))
             if done:
                 self._open.pop(opened.dispatch.id, None)
         if jobs:
-            for result in await asyncio.gather(*jobs, return_exceptions=True):
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            for spec, result in zip(specs, results, strict=True):
+                if isinstance(result, AlreadyExists):
+                    # Another writer (a worker that held the partition before) recorded on this
+                    # dispatch meanwhile: reload it and record again.
+                    result = await self._record_again(*spec)
                 if isinstance(result, BaseException):
                     log.error("could not record outcomes", exc_info=result)
+
+    async def _record_again(
+        self,
+        opened: _Open,
+        batch: list[DeliveryOutcome],
+        preempted: dict[UUID, list[UUID]],
+        done: bool,
+    ) -> Any:
+        assert self.writer is not None
+        try:
+            fresh: Any = await asyncio.to_thread(self.app.repository.get, opened.dispatch.id)
+            opened.dispatch = fresh
+            return await self.writer.run(self._outcome_command(opened, batch, preempted, done))
+        except Exception as exc:  # reported by the caller
+            return exc
 
     def _outcome_command(
         self,
