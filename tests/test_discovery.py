@@ -35,6 +35,7 @@ from tcs_core.discovery import (
     browse,
     declared_service_types,
     record_found,
+    recorder,
 )
 from tcs_core.discovery_cli import main as discovery_main
 from tcs_core.domain import DiscoveredService, DiscoveryStatus, RecordOutcome
@@ -274,6 +275,29 @@ def test_a_changed_advertisement_updates_the_pending_entry_and_browse_sees_it_go
                 assert await browser.wait_for(lambda b: ad2.service_name in b.found, WAIT_S)
             gone = await browser.wait_for(lambda b: ad2.service_name not in b.found, WAIT_S)
             assert gone, "a withdrawn advertisement stayed in the browser's list"
+
+    asyncio.run(go())
+
+
+def test_a_server_browser_records_finds_as_pending_as_they_come() -> None:
+    """``recorder(app)`` as ``on_found`` records each advertisement as pending while browsing,
+    once however many times zeroconf reports it; nothing is registered."""
+
+    async def go() -> None:
+        app = make_app()
+        board = Board(5, KEY.encode(), f"Bảng tin trạm y tế {tag()}")
+        async with (
+            Browser([BoardTransport], interfaces=LOOPBACK, on_found=recorder(app)) as browser,
+            advertise_board(board, 8126) as ad,
+        ):
+            names = lambda _: [v.service_name for v in app.discovered.pending()]  # noqa: E731
+            assert await browser.wait_for(lambda b: ad.service_name in names(b), WAIT_S)
+            await ad.update({"kind": "board", "channel": "board", "model": "V3",
+                             "address": "http://{host}:{port}/b/5"})  # fmt: skip
+            assert await browser.wait_for(
+                lambda _: app.discovered.pending()[0].model == "V3", WAIT_S
+            )
+        assert len(app.discovered) == 1 and len(app.devices) == 0
 
     asyncio.run(go())
 

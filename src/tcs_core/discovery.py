@@ -68,6 +68,7 @@ __all__ = [
     "declared_service_types",
     "installed_service_types",
     "record_found",
+    "recorder",
 ]
 
 log = logging.getLogger("tcs_core.discovery")
@@ -368,6 +369,24 @@ def record_found(
 
     who = SYSTEM if actor is None else actor
     return [app.record_discovered(f, actor=who) for f in found]
+
+
+def recorder(app: SourceSystem, *, actor: Actor | None = None) -> FoundCallback:
+    """An ``on_found`` callback for a long-running ``Browser`` in a server: records each find as
+    pending (in a worker thread: the event store is synchronous) and logs, never raises, when
+    recording fails, so one bad find cannot stop the browser::
+
+        async with Browser(transports, on_found=recorder(app)):
+            ...  # serve; devices appear in app.discovered.pending()
+    """
+
+    async def record(found: DiscoveredService) -> None:
+        try:
+            await asyncio.to_thread(record_found, app, [found], actor=actor)
+        except Exception:
+            log.exception("could not record the discovered device %s", found.service_name)
+
+    return record
 
 
 # -- advertising ----------------------------------------------------------------------------------
