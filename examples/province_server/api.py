@@ -56,9 +56,17 @@ from .state import State
 __all__ = ["OPS", "STATE", "USER", "ApiError", "Ctx", "Op", "error_response", "openapi"]
 
 STATE = web.AppKey("tcs_state", State)
-USER = "tcs_user"  # request key: the authenticated username
-VIA = "tcs_via"  # "token" or "session"
-SID = "tcs_sid"
+
+
+def _request_key(name: str) -> Any:
+    # aiohttp >= 3.12 has typed request keys; older ones take strings.
+    maker = getattr(web, "RequestKey", None)
+    return maker(name, str) if maker is not None else name
+
+
+USER = _request_key("tcs_user")  # the authenticated username
+VIA = _request_key("tcs_via")  # "token" or "session"
+SID = _request_key("tcs_sid")  # the session id (cookie)
 
 TITLES = {
     "vi": {

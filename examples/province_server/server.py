@@ -32,6 +32,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 HUB = web.AppKey("tcs_hub", LiveHub)
 METRICS = web.AppKey("tcs_metrics", Metrics)
 SCHEDULER_OWNED = web.AppKey("tcs_scheduler_owned", bool)
+OPENAPI = web.AppKey("tcs_openapi", dict)
 SESSION_COOKIE = "tcs_session"
 LOGIN_COOKIE = "tcs_login"
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -254,7 +255,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
         max_age=int(state.config.session_ttl_s),
     )
     resp.del_cookie(LOGIN_COOKIE, path="/login")
-    return resp
+    raise resp
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -267,7 +268,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
         state.creds.end_session(sid)
     resp = web.HTTPSeeOther("/login")
     resp.del_cookie(SESSION_COOKIE, path="/")
-    return resp
+    raise resp
 
 
 def _dashboard(section: str) -> Handler:
@@ -360,7 +361,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 
 async def openapi_json(request: web.Request) -> web.StreamResponse:
-    doc = request.app["tcs_openapi"]
+    doc = request.app[OPENAPI]
     return web.json_response(doc, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
@@ -414,7 +415,7 @@ def create_app(
     app.router.add_get("/api/v1/events", events, name="events")
     app.router.add_get("/metrics", metrics, name="metrics")
     app.router.add_get("/openapi.json", openapi_json, name="openapi")
-    app["tcs_openapi"] = openapi(
+    app[OPENAPI] = openapi(
         [("/api/v1/events", "get", EVENTS_DOC), ("/metrics", "get", METRICS_DOC)]
     )
     app.router.add_get("/", root)
