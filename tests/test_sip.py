@@ -45,7 +45,6 @@ from transports.sip import (
     FrameClock,
     RtpStream,
     SipError,
-    SipMessage,
     SipTransport,
     Timers,
     build_request,
@@ -260,9 +259,12 @@ def test_digest_matches_the_rfc_2617_example() -> None:
 
 
 def test_sdp_offer_and_answer() -> None:
-    """The offer lists PCMU and PCMA, send-only at 20 ms; the answer's address and codec are read."""
+    """The offer lists PCMU and PCMA at 20 ms with RTCP on the RTP port; the answer's address and
+    codec are read."""
     offer = sdp_offer("10.0.0.1", 4000, ("PCMU", "PCMA"), 42).decode()
-    assert "m=audio 4000 RTP/AVP 0 8" in offer and "a=ptime:20" in offer and "a=sendonly" in offer
+    assert "m=audio 4000 RTP/AVP 0 8" in offer and "a=ptime:20" in offer
+    assert "a=rtcp:4000" in offer and "a=sendrecv" in offer
+    assert "a=sendonly" in sdp_offer("h", 1, ("PCMU",), 1, "sendonly").decode()
     answer = parse_sdp(b"v=0\r\nc=IN IP4 10.0.0.9\r\nm=audio 5004 RTP/AVP 8 101\r\na=recvonly\r\n")
     assert (answer.host, answer.port, answer.direction) == ("10.0.0.9", 5004, "recvonly")
     assert answer.codec(("PCMU", "PCMA")) == "PCMA" and answer.codec(("PCMU",)) is None
@@ -333,9 +335,10 @@ def test_profiles_choose_the_auto_answer_form() -> None:
     assert am.barge_headers == (("Priv-Answer-Mode", "Auto"),)
     assert profile_of({"profile": "none"}).invite_headers("h") == []
     assert profile_of({"codecs": "pcma"}).codecs == ("PCMA",)
+    assert profile_of({"sdp_direction": "sendonly"}).direction == "sendonly"
     with pytest.raises(ValueError, match="choose one of: alert-info, answer-mode"):
         profile_of({"profile": "acme"})
-    with pytest.raises(ValueError, match="no G.722 encoder"):
+    with pytest.raises(ValueError, match=r"no G\.722 encoder"):
         profile_of({"codecs": "G722,PCMU"})
 
 
@@ -375,7 +378,7 @@ def test_one_frame_clock_sends_every_stream_each_tick() -> None:
         with contextlib.suppress(BlockingIOError):
             while True:
                 data = sink.recv(2048)
-                first, second, seq, ts, ssrc = RTP.unpack_from(data)
+                _, second, seq, ts, ssrc = RTP.unpack_from(data)
                 got.setdefault(ssrc, []).append((second, seq, ts))
         for i, s in enumerate(streams):
             packets = got[i]

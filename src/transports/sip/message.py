@@ -411,8 +411,13 @@ def digest_authorization(
 # -- SDP ---------------------------------------------------------------------------------------
 
 
-def sdp_offer(host: str, port: int, codecs: Sequence[str], session_id: int) -> bytes:
-    """An SDP offer for one send-only audio stream with ``codecs`` (names of PAYLOAD_TYPES)."""
+def sdp_offer(
+    host: str, port: int, codecs: Sequence[str], session_id: int, direction: str = "sendrecv"
+) -> bytes:
+    """An SDP offer for one audio stream with ``codecs`` (names of PAYLOAD_TYPES).
+
+    ``sendrecv`` by default although we only send: some speakers (baresip among them) do not
+    play a stream offered ``sendonly``; what they send back is ignored."""
     pts = [PAYLOAD_TYPES[c] for c in codecs]
     rtpmaps = []
     for c in codecs:
@@ -427,7 +432,10 @@ def sdp_offer(host: str, port: int, codecs: Sequence[str], session_id: int) -> b
         f"m=audio {port} RTP/AVP {' '.join(map(str, pts))}",
         *rtpmaps,
         "a=ptime:20",
-        "a=sendonly",
+        # RTCP to the RTP socket itself (RFC 3605): port+1 is not ours, and an ICMP error
+        # from it makes some speakers drop the session
+        f"a=rtcp:{port}",
+        f"a={direction}",
     ]
     return ("\r\n".join(lines) + "\r\n").encode()
 

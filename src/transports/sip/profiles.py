@@ -27,7 +27,7 @@ Every emergency INVITE also carries ``Priority: emergency`` (RFC 3261 §20.26).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tcs_core.domain.values import Priority
 
@@ -60,9 +60,8 @@ class Profile:
     barge_headers: tuple[tuple[str, str], ...] | None = None
     #: Codecs offered, best first. G.722 only where a profile lists it (and an encoder exists).
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
-    #: Multicast paging: RTP port offsets per priority (Polycom: channel 24 priority,
-    #: 25 emergency) used when a device gives one ``group`` and ``port`` but no ``zones``.
-    paging_channels: Mapping[Priority, int] = field(default_factory=dict)
+    #: SDP direction offered (``sendrecv`` plays on the most devices; ``sendonly`` is exact).
+    direction: str = "sendrecv"
 
     def invite_headers(self, host: str) -> list[tuple[str, str]]:
         """The auto-answer headers for a speaker at ``host``."""
@@ -86,11 +85,7 @@ PROFILES: Mapping[str, Profile] = {
             (("Answer-Mode", "Auto"),),
             barge_headers=(("Priv-Answer-Mode", "Auto"),),
         ),
-        Profile(
-            "polycom",
-            (("Alert-Info", "Ring-Answer"),),
-            paging_channels={Priority.NORMAL: 0, Priority.PRIORITY: 24, Priority.EMERGENCY: 25},
-        ),
+        Profile("polycom", (("Alert-Info", "Ring-Answer"),)),
         Profile("none"),
     )
 }
@@ -102,7 +97,11 @@ def profile_of(settings: Mapping[str, str]) -> Profile:
     found = PROFILES.get(name)
     if found is None:
         raise ValueError(f"unknown profile {name!r} (choose one of: {', '.join(sorted(PROFILES))})")
+    direction = settings.get("sdp_direction", found.direction).strip().lower()
+    if direction not in ("sendrecv", "sendonly"):
+        raise ValueError(f"sdp_direction {direction!r}: give sendrecv or sendonly")
     codecs = settings.get("codecs")
+    wanted = found.codecs
     if codecs:
         wanted = tuple(c.strip().upper() for c in codecs.split(",") if c.strip())
         bad = [c for c in wanted if c not in ("PCMU", "PCMA")]
@@ -110,13 +109,9 @@ def profile_of(settings: Mapping[str, str]) -> Profile:
             raise ValueError(
                 f"codecs {codecs!r}: this transport sends PCMU and PCMA only (no G.722 encoder)"
             )
+    if wanted != found.codecs or direction != found.direction:
         found = Profile(
-            found.name,
-            found.headers,
-            found.uri_params,
-            found.barge_headers,
-            wanted,
-            found.paging_channels,
+            found.name, found.headers, found.uri_params, found.barge_headers, wanted, direction
         )
     return found
 

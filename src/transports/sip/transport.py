@@ -533,7 +533,7 @@ class SipTransport:
         local = self._local_for(call.dest[0])
         assert self._rtp is not None
         rtp_port = self._rtp.getsockname()[1]
-        sdp = sdp_offer(local, rtp_port, profile.codecs, secrets.randbits(31))
+        sdp = sdp_offer(local, rtp_port, profile.codecs, secrets.randbits(31), profile.direction)
         uri = address.uri + profile.uri_params
         call.call_id = call.record.call_id = f"{secrets.token_hex(10)}@{local}"
         call.from_ = f'"tcs-core" <sip:{self.user}@{local}>;tag={call.local_tag}'
