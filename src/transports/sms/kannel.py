@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote, unquote_to_bytes
 
-__all__ = ["FAKESMSC", "FakeMessage", "KannelBoxes", "free_port", "kannel_available", "kannel_conf"]
+__all__ = [
+    "FAKESMSC",
+    "FakeMessage",
+    "KannelBoxes",
+    "free_port",
+    "kannel_available",
+    "kannel_conf",
+    "parse_fakesmsc_log",
+]
 
 BEARERBOX = shutil.which("bearerbox") or "/usr/sbin/bearerbox"
 SMSBOX = shutil.which("smsbox") or "/usr/sbin/smsbox"
@@ -108,12 +116,61 @@ omit-empty = true
 
 @dataclass(frozen=True)
 class FakeMessage:
-    """A message as the fake SMSC received it, its text decoded."""
+    """A message as the fake SMSC received it (concatenated parts joined), its text decoded."""
 
     sender: str
     receiver: str
-    coding: str  # "text" or "ucs-2" (as fakesmsc writes it)
+    coding: str  # "ucs-2" or "text"
     text: str
+    parts: int = 1
+
+
+def _decode(raw: bytes, ucs2: bool) -> str:
+    return raw.decode("utf-16-be" if ucs2 else "utf-8", "replace")
+
+
+def parse_fakesmsc_log(lines: list[str]) -> list[FakeMessage]:
+    """The messages in fakesmsc's log, concatenated parts reassembled by their UDH reference.
+
+    fakesmsc writes ``<from to ucs-2 DATA>``, ``<from to text DATA>`` or, for one part of a
+    concatenated message, ``<from to udh UDH data DATA>`` (URL-encoded, coding not stated: parts
+    with NUL bytes are taken as UCS-2, which Vietnamese text always has)."""
+    out: list[FakeMessage] = []
+    pending: dict[tuple[str, str, int], dict[int, bytes]] = {}
+    for line in lines:
+        m = _GOT.search(line)
+        if m is None:
+            continue
+        sender, receiver, kind, rest = m.groups()
+        if kind == "udh":
+            udh_text, _, data = rest.split(" ", 2)
+            udh = unquote_to_bytes(udh_text)
+            raw = unquote_to_bytes(data.replace("+", "%20"))
+            if len(udh) >= 6 and udh[1] == 0:  # IEI 0: 8-bit reference, total, sequence
+                ref, total, seq = udh[3], udh[4], udh[5]
+                got = pending.setdefault((sender, receiver, ref), {})
+                got[seq] = raw
+                if len(got) == total:
+                    whole = b"".join(got[i] for i in sorted(got))
+                    del pending[(sender, receiver, ref)]
+                    ucs2 = b"\x00" in whole
+                    out.append(
+                        FakeMessage(
+                            sender,
+                            receiver,
+                            "ucs-2" if ucs2 else "text",
+                            _decode(whole, ucs2),
+                            total,
+                        )
+                    )
+                continue
+            out.append(FakeMessage(sender, receiver, "udh", _decode(raw, b"\x00" in raw)))
+        elif kind == "ucs-2":  # URL-encoded UTF-16BE
+            raw = unquote_to_bytes(rest.replace("+", "%20"))
+            out.append(FakeMessage(sender, receiver, "ucs-2", _decode(raw, True)))
+        else:  # plain text is logged as it is
+            out.append(FakeMessage(sender, receiver, "text", rest))
+    return out
 
 
 class KannelBoxes:
@@ -228,18 +285,7 @@ class KannelBoxes:
         path = self.workdir / "fakesmsc.log"
         if not path.exists():
             return []
-        out = []
-        for line in path.read_text("utf-8", "replace").splitlines():
-            m = _GOT.search(line)
-            if m is None:
-                continue
-            sender, receiver, coding, data = m.groups()
-            if coding == "ucs-2":  # URL-encoded UTF-16BE; plain text is logged as it is
-                text = unquote_to_bytes(data.replace("+", "%20")).decode("utf-16-be", "replace")
-            else:
-                text = data
-            out.append(FakeMessage(sender, receiver, coding, text))
-        return out
+        return parse_fakesmsc_log(path.read_text("utf-8", "replace").splitlines())
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
         out = open(self.workdir / f"{name}.out", "ab")  # noqa: SIM115

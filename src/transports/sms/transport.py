@@ -136,11 +136,13 @@ class SmsTransport:
         self._paces: dict[str, _Pace] = {g.name: _Pace(g.rate_per_s) for g in gws}
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._secrets: dict[str, str] = {}
+        self._opened_at = time.time()
 
     # -- life cycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
         """Create the HTTP session (secrets are resolved per gateway at first use)."""
+        self._opened_at = time.time()
         self._ensure_session()
 
     async def close(self) -> None:
@@ -332,7 +334,10 @@ class SmsTransport:
             if queued:
                 self.journal.finish(entry.key, "accepted", reason="found queued in Kannel's store")
                 return self._accepted(gw, "", f"found queued in Kannel's store; {note}")
-        settle_at = time.monotonic() + (entry.submitted_at + gw.resolve_window_s - time.time())
+        # A key from before this process opened waits a whole window from the opening: reports
+        # the gateway could not hand over while we were down arrive on its next retry.
+        since = max(entry.submitted_at, self._opened_at)
+        settle_at = time.monotonic() + (since + gw.resolve_window_s - time.time())
         while time.monotonic() < min(settle_at, deadline):
             await asyncio.sleep(_POLL_S)
             found = self._reported(entry.key)
@@ -351,6 +356,13 @@ class SmsTransport:
         if not receipts:
             return None
         last = receipts[-1]
+        if last.status in ("rejected", "failed", "expired"):
+            # The gateway had it (so no second submission), and the network turned it down.
+            reason = (
+                f"the gateway had it and reported it {last.status}: {last.detail or 'no detail'}"
+            )
+            self.journal.finish(key, "refused", last.remote_id, reason)
+            return Outcome.failed(reason)
         self.journal.finish(key, "accepted", last.remote_id, f"delivery report {last.status}")
         return Outcome.delivered(
             last.remote_id or None,
@@ -375,7 +387,7 @@ class SmsTransport:
         for msg in root.iter("message"):
             if (msg.findtext("receiver") or "") != to:
                 continue
-            data = unquote_to_bytes(msg.findtext("msg-data") or "")
+            data = unquote_to_bytes((msg.findtext("msg-data") or "").replace("+", "%20"))
             if data in (
                 text.encode("utf-8"),
                 text.encode("utf-16-be"),
