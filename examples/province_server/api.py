@@ -786,7 +786,7 @@ def view_any(ctx: Ctx, area_ids: Any) -> None:
     """A broadcast is visible to whoever views at least one of its target areas (a commune
     sees what airs there, including province-wide bulletins); commands check every area."""
     ids = list(area_ids)
-    if not any(ctx.state.can(ctx.user, Role.VIEWER, [a]) for a in ids):
+    if not ctx.state.reaches(ctx.user, ids):
         ctx.app.authorise(ctx.user, Role.VIEWER, ids[:1])  # raises with the core's message
         raise PermissionDenied(f"{ctx.user} views none of the target areas")
 
@@ -809,7 +809,7 @@ async def list_broadcasts(ctx: Ctx) -> Any:
         if view is None or (status is not None and view.status != status):
             continue
         targets = [UUID(str(a)) for a in view.fields["target_area_ids"]]
-        if areas is not None and not any(a in areas for a in targets):
+        if areas is not None and not st.reaches(ctx.user, targets, areas):
             continue
         out.append(broadcast_json(ctx.app.broadcast(bid)))
         if len(out) >= limit:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tcs_core import NotFound, Role
+from tcs_core import NotFound
 
 from .state import State
 
@@ -155,9 +155,7 @@ class LiveHub:
 
     def _publish(self, event: str, data: dict[str, Any], areas: list[UUID]) -> None:
         for q, (user, visible) in list(self.subscribers.items()):
-            if visible is not None and not any(a in visible for a in areas):
-                continue
-            if not any(self.state.can(user, Role.VIEWER, [a]) for a in areas):
+            if not self.state.reaches(user, areas, visible):
                 continue
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait((event, data))

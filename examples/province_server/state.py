@@ -152,6 +152,23 @@ class State:
             out.append(g.area_id)
         return out
 
+    def reaches(self, user: str, area_ids: Iterable[UUID], within: set[UUID] | None = None) -> bool:
+        """True if a broadcast to ``area_ids`` concerns ``user``: a target lies in an area the
+        user views (optionally also in ``within``), or contains one (a province-wide bulletin
+        airs in every commune)."""
+        targets = list(area_ids)
+        scope = self.scope(user)
+        day = self.today()
+        areas = self.system.areas
+        for t in targets:
+            inside = scope is None or any(areas.is_within(t, g, day) for g in scope)
+            if inside and (within is None or t in within):
+                return True
+            above = scope is not None and any(areas.is_within(g, t, day) for g in scope)
+            if above and (within is None or any(areas.is_within(w, t, day) for w in within)):
+                return True
+        return False
+
     def visible_areas(self, user: str, code: str | None) -> set[UUID] | None:
         """Area ids a listing covers: the subtree of ``code`` (the user must be a viewer there),
         or every subtree the user views (None: no restriction)."""
