@@ -29,7 +29,15 @@ import inspect
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -235,6 +243,7 @@ class Browser:
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resolving: dict[str, asyncio.Task[None]] = {}  # by service name
         self._changed = asyncio.Condition()
 
     async def start(self) -> None:
@@ -274,13 +283,25 @@ class Browser:
         state_change: ServiceStateChange,
     ) -> None:
         # Called by zeroconf in the event loop: resolve in a task, never block it here.
+        pending = self._resolving.pop(name, None)
+        if pending is not None:
+            pending.cancel()  # a newer state supersedes a resolution still under way
         if state_change is ServiceStateChange.Removed:
             self.found.pop(name, None)
             self.problems.pop(name, None)
+            self._spawn(self._notify())
             return
-        task = asyncio.get_running_loop().create_task(self._resolve(service_type, name))
+        self._resolving[name] = self._spawn(self._resolve(service_type, name))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     async def _resolve(self, service_type: str, name: str) -> None:
         zc = self._zc
@@ -320,8 +341,10 @@ class Browser:
             self.problems.pop(name, None)
             self.found[name] = found
             await _call(self.on_found, found)
-        async with self._changed:
-            self._changed.notify_all()
+        finally:
+            if self._resolving.get(name) is asyncio.current_task():
+                del self._resolving[name]
+        await self._notify()
 
     async def wait_for(self, predicate: Callable[[Browser], bool], timeout_s: float = 10.0) -> bool:
         """Wait until ``predicate(self)`` holds (True) or ``timeout_s`` passes (False)."""
@@ -356,7 +379,9 @@ async def browse(
         await asyncio.sleep(seconds)
         # Give resolutions that started just before the end their chance to finish.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*b._tasks), b.resolve_timeout_s)
+            await asyncio.wait_for(
+                asyncio.gather(*b._tasks, return_exceptions=True), b.resolve_timeout_s
+            )
         return b.result()
 
 
