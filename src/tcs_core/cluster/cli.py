@@ -73,6 +73,10 @@ CLUSTER_MESSAGES: dict[str, dict[str, str]] = {
         "vi": "ghi nhật ký sự kiện của tiến trình (JSON từng dòng) vào tệp",
         "en": "write the worker's events (JSON lines) to this file",
     },
+    "opt.log_fires": {
+        "vi": "ghi cả từng lượt phát vào --events (thử nghiệm; chậm)",
+        "en": "also write every firing to --events (testing; slow)",
+    },
     "opt.speed": {
         "vi": "đồng hồ tăng tốc: số giây mô phỏng mỗi giây thực (thử nghiệm)",
         "en": "accelerated clock: simulated seconds per wall second (testing)",
@@ -178,6 +182,7 @@ def add_cluster_commands(
     )
     worker.add_argument("--worker-id", metavar="ID", help=_m("opt.worker_id", lang))
     worker.add_argument("--events", metavar="FILE", help=_m("opt.events", lang))
+    worker.add_argument("--log-fires", action="store_true", help=_m("opt.log_fires", lang))
     worker.add_argument("--speed", type=float, metavar="X", help=_m("opt.speed", lang))
     worker.add_argument(
         "--clock-start", type=_instant(lang), metavar="ISO", help=_m("opt.clock_start", lang)
@@ -263,6 +268,7 @@ async def _run_worker(args: argparse.Namespace, settings: Settings, out: TextIO,
             clock=clock,
             worker_id=args.worker_id,
             events=events,
+            log_fires=args.log_fires,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -215,7 +215,9 @@ class LeaseStore:
         )
         owners = dict(
             conn.execute(
-                q("SELECT partition, owner FROM {leases} WHERE owner IS NOT NULL AND expires_at > now()")
+                q(
+                    "SELECT partition, owner FROM {leases} WHERE owner IS NOT NULL AND expires_at > now()"
+                )
             ).fetchall()
         )
         plan = assign(self.config.partitions, live, owners)

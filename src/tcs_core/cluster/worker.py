@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ class Worker:
         scheduler_config: SchedulerConfig | None = None,
         worker_id: str | None = None,
         events: TextIO | None = None,
+        log_fires: bool = False,
     ) -> None:
         self.settings = settings
         self.config = config or ClusterConfig()
@@ -68,6 +70,7 @@ class Worker:
         self.app: SourceSystem | None = None
         self.scheduler: Scheduler | None = None
         self._events = events
+        self._log_fires = log_fires and events is not None  # one line per Dispatch: tests only
         self._events_lock = threading.Lock()
         self._lock = threading.Lock()
         # Written by the lease thread, read everywhere (replaced whole, never mutated).
@@ -104,7 +107,7 @@ class Worker:
     def may_fire(self, broadcast_id: UUID, occurrence: datetime) -> bool:
         """The fence, asked in the writer thread just before a Dispatch is saved."""
         ok = self.owns(broadcast_id)
-        if ok and self._events is not None:
+        if ok and self._log_fires:
             self._emit(
                 "fire",
                 partition=self.partition(broadcast_id),
@@ -285,6 +288,9 @@ class Worker:
             self._active = self._active - gained
             sch.drop(which)
             return
+        # The projections and plans are long-lived: keep the cyclic GC from walking them again
+        # and again in the middle of a burst (it halved P1's rate on a 10,000-broadcast store).
+        gc.freeze()
         self._emit(
             "acquired", partitions=sorted(gained), planned=planned, position=self._position()
         )
