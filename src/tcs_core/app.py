@@ -28,7 +28,15 @@ from tcs_core.domain.area import Area
 from tcs_core.domain.base import TcsAggregate, as_date
 from tcs_core.domain.broadcast import Broadcast, check_content
 from tcs_core.domain.device import Device, LivenessTracker, validate_settings
-from tcs_core.domain.dispatch import Dispatch, dispatch_id
+from tcs_core.domain.discovered import (
+    DiscoveredDevice,
+    DiscoveredService,
+    DiscoveryRecord,
+    DiscoveryStatus,
+    RecordOutcome,
+    discovered_id,
+)
+from tcs_core.domain.dispatch import DeliveryReceipt, Dispatch, dispatch_id
 from tcs_core.domain.facility import Facility, Station
 from tcs_core.domain.feedback import Feedback
 from tcs_core.domain.principal import Principal, principal_id, validate_username
@@ -69,6 +77,7 @@ from tcs_core.projections import (
     BroadcastIndex,
     DeviceIndex,
     DeviceView,
+    DiscoveryIndex,
     DispatchIndex,
     PrincipalIndex,
     Projection,
@@ -138,12 +147,14 @@ class SourceSystem(Application[UUID]):
         self.principals = PrincipalIndex()
         self.broadcasts = BroadcastIndex()
         self.dispatches = DispatchIndex()
+        self.discovered = DiscoveryIndex()  # zeroconf finds, pending an admin's decision
         self._projections: tuple[Projection, ...] = (
             self.areas,
             self.devices,
             self.principals,
             self.broadcasts,
             self.dispatches,
+            self.discovered,
         )
         # Which projections read each topic (most events, e.g. outcomes, interest none of them).
         self._readers: dict[str, tuple[Projection, ...]] = {}
@@ -173,9 +184,16 @@ class SourceSystem(Application[UUID]):
 
     def _catch_up_locked(self) -> None:
         topics = sorted({t for p in self._projections for t in p.topics})
+        # Read the head first: an event another process commits after this point is read next
+        # time, instead of being skipped when the position jumps to the head below.
+        top = self.recorder.max_notification_id() or 0
         while True:
             batch = self.recorder.select_notifications(
-                start=self.position + 1, limit=5000, topics=topics, inclusive_of_start=True
+                start=self.position + 1,
+                limit=5000,
+                stop=top,
+                topics=topics,
+                inclusive_of_start=True,
             )
             if not batch:
                 break
@@ -185,7 +203,7 @@ class SourceSystem(Application[UUID]):
                     p.apply(n.topic, event)
             # The filtered log skips other topics: the position is the newest id seen overall.
             self.position = max(batch[-1].id, self.position)
-        self.position = max(self.position, self.recorder.max_notification_id() or 0)
+        self.position = max(self.position, top)
 
     def refresh(self) -> None:
         """Apply events that other processes have recorded since this one last looked."""
@@ -702,6 +720,131 @@ class SourceSystem(Application[UUID]):
 
         return LivenessTracker(timeout, record)
 
+    # -- discovered devices (zeroconf) ---------------------------------------------------------
+
+    def _authorise_any_admin(self, actor: Actor) -> None:
+        """Pending entries belong to no area yet: an admin over any area may record or reject
+        them (accepting needs the admin role over the chosen area)."""
+        if isinstance(actor, SystemActor):
+            return
+        self.authorise(actor, Role.VIEWER, [])  # known and enabled
+        p = self.principals.get(actor)
+        if p is None or not p.roles_over(Role.ADMIN):
+            raise PermissionDenied(f"{actor} needs the admin role over some area")
+
+    def _device_at(self, transport: str, address: str) -> DeviceView | None:
+        for d in self.devices.all():
+            if d.active and d.transport == transport and d.address == address:
+                return d
+        return None
+
+    def record_discovered(
+        self, found: DiscoveredService, *, at: datetime | None = None, actor: Actor = SYSTEM
+    ) -> DiscoveryRecord:
+        """Record an advertised device as pending; never registers it.
+
+        The same service instance (or the same transport and address under another name) is
+        recorded once: seeing it again records only what changed. A device already registered
+        with that transport and address is ``known`` and gets no entry."""
+        if not isinstance(found, DiscoveredService):
+            raise ValidationError("found", "give a DiscoveredService (see tcs_core.discovery)")
+        when = as_utc(at if at is not None else _now(), "at")
+        self._authorise_any_admin(actor)
+        view = self.discovered.by_service(found.service_name) or self.discovered.by_address(
+            found.transport, found.address
+        )
+        if view is None:
+            known = self._device_at(found.transport, found.address)
+            if known is not None:
+                return DiscoveryRecord(None, RecordOutcome.KNOWN, known.device_id)
+            entry = DiscoveredDevice.record(found, when, str(actor))
+            try:
+                self.save(entry)
+                return DiscoveryRecord(entry.id, RecordOutcome.NEW)
+            except IntegrityError:  # another browser recorded it first: treat as seen again
+                pass
+            view_id = discovered_id(found.service_name)
+        else:
+            view_id = view.discovered_id
+        d = self._get(DiscoveredDevice, view_id, "discovered device")
+        changed = d.update(found, when, str(actor))
+        if changed:
+            self.save(d)
+        outcome = RecordOutcome.UPDATED if changed else RecordOutcome.UNCHANGED
+        return DiscoveryRecord(d.id, outcome, d.device_id)
+
+    def discovered_device(self, discovered_id_: UUID) -> DiscoveredDevice:
+        """The DiscoveredDevice aggregate."""
+        return self._get(DiscoveredDevice, discovered_id_, "discovered device")
+
+    def accept_discovered(
+        self,
+        discovered_id_: UUID,
+        *,
+        area: str,
+        actor: Actor,
+        name: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        groups: Iterable[str] = (),
+    ) -> UUID:
+        """Register a discovered device in ``area`` (admin over it); returns the device id.
+
+        Idempotent: accepting an accepted entry into the same area returns the same device.
+        ``settings`` are the device's settings as in ``register_device`` (secrets only as
+        ``env:NAME``: an advertisement never carries them)."""
+        d = self.discovered_device(discovered_id_)
+        a = self._area(area)
+        self.authorise(actor, Role.ADMIN, [a.area_id])
+        if d.status is DiscoveryStatus.ACCEPTED:
+            if d.area_id == a.area_id and d.device_id is not None:
+                return d.device_id
+            raise InvalidTransition(
+                f"{d.name} was already accepted as device {d.device_id} in another area; "
+                "move the device instead"
+            )
+        label = d.name if name is None else name
+        if not label or not label.strip():
+            raise ValidationError("name", "give the device a name")
+        checked = validate_settings(settings or {})
+        clash = self._device_at(d.transport, d.address)
+        if clash is not None:
+            raise AlreadyExists(
+                f"device {clash.name} ({clash.device_id}) already has {d.transport} address "
+                f"{d.address}; reject this entry instead"
+            )
+        device = Device(
+            name=label.strip(),
+            kind=d.kind,
+            area_id=a.area_id,
+            transport=d.transport,
+            address=d.address,
+            settings=checked,
+            channels=sorted(d.channels),
+            groups=sorted(set(groups)),
+            actor=actor,
+        )
+        d.accept(device.id, a.area_id, actor)
+        try:
+            self.save(device, d)  # one transaction: never a device without its acceptance
+        except IntegrityError:
+            again = self.discovered_device(discovered_id_)  # a concurrent accept won
+            if again.status is DiscoveryStatus.ACCEPTED and again.area_id == a.area_id:
+                return cast(UUID, again.device_id)
+            raise AlreadyExists(f"{d.name} was decided concurrently; look again") from None
+        return device.id
+
+    def reject_discovered(self, discovered_id_: UUID, reason: str, *, actor: Actor) -> bool:
+        """Turn a discovered device down (it stays out of the pending list even when it
+        advertises again); False if it already was rejected."""
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+            raise ValidationError("reason", "say why, in 1-500 characters")
+        d = self.discovered_device(discovered_id_)
+        self._authorise_any_admin(actor)
+        changed = d.reject(reason.strip(), str(actor))
+        if changed:
+            self.save(d)
+        return changed
+
     # -- stations and facilities ---------------------------------------------------------------
 
     def register_station(
@@ -1005,6 +1148,31 @@ class SourceSystem(Application[UUID]):
         d = self.dispatch(dispatch_id_)
         d.complete(at if at is not None else _now(), str(actor))
         self.save(d)
+
+    def record_receipts(
+        self, dispatch_id_: UUID, receipts: Sequence[DeliveryReceipt], actor: Actor = SYSTEM
+    ) -> int:
+        """Record delivery receipts (e.g. SMS delivery reports) as one event, also after the
+        dispatch completed; returns how many changed what is known (0: nothing stored)."""
+        d = self.dispatch(dispatch_id_)
+        if not isinstance(actor, SystemActor):
+            self.authorise(actor, Role.OPERATOR, self.broadcast(d.broadcast_id).target_area_ids)
+        n = d.record_receipts(receipts, str(actor))
+        if n:
+            self.save(d)
+        return n
+
+    def subscriber_area(self, address: str, kind: DeviceKind | str) -> str | None:
+        """The code (today) of the area of the active device of ``kind`` at ``address`` (e.g.
+        the SMS subscriber with that phone number), or None; matches inbound messages to areas."""
+        k = DeviceKind(kind)
+        day = self.areas.day(_now())
+        for view in self.devices.all():
+            if view.active and view.kind == k and view.address == address:
+                v = self.areas.version_at(view.area_id, day)
+                if v is not None:
+                    return v.code
+        return None
 
     # -- feedback ------------------------------------------------------------------------------
 

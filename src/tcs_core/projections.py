@@ -37,6 +37,8 @@ __all__ = [
     "BroadcastView",
     "DeviceIndex",
     "DeviceView",
+    "DiscoveredView",
+    "DiscoveryIndex",
     "DispatchIndex",
     "PrincipalIndex",
     "PrincipalView",
@@ -376,6 +378,123 @@ class DeviceIndex(Projection):
         """Every device ever registered (decommissioned ones have ``active`` False)."""
         with self.lock:
             return list(self._devices.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# Discovered devices (zeroconf): pending until an admin accepts or rejects them
+# ----------------------------------------------------------------------------------------------
+
+
+@attrs.define
+class DiscoveredView:
+    """A discovered device as an admin reviews it: what it advertises and where it stands."""
+
+    discovered_id: UUID
+    service_name: str
+    service_type: str
+    transport: str
+    kind: DeviceKind
+    channels: tuple[Channel, ...]
+    address: str
+    name: str
+    host: str
+    port: int
+    model: str
+    properties: dict[str, str]
+    discovered_at: datetime
+    updated_at: datetime
+    status: str = "pending"  # pending, accepted, rejected (DiscoveryStatus values)
+    device_id: UUID | None = None
+    area_id: UUID | None = None
+    decided_by: str = ""
+    reason: str = ""
+
+
+class DiscoveryIndex(Projection):
+    """Discovered devices by id, service name and (transport, address); ``pending()`` lists the
+    ones waiting for an admin."""
+
+    topics = (
+        "tcs.device.discovered",
+        "tcs.device.rediscovered",
+        "tcs.device.discovery_accepted",
+        "tcs.device.discovery_rejected",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._views: dict[UUID, DiscoveredView] = {}
+        self._by_service: dict[str, UUID] = {}
+        self._by_address: dict[tuple[str, str], UUID] = {}
+
+    def _index(self, v: DiscoveredView) -> None:
+        self._by_service[v.service_name.lower()] = v.discovered_id
+        self._by_address[(v.transport, v.address)] = v.discovered_id
+
+    def on_discovered(self, e: Any) -> None:
+        v = DiscoveredView(
+            e.originator_id,
+            e.service_name,
+            e.service_type,
+            e.transport,
+            DeviceKind(e.kind),
+            tuple(Channel(c) for c in e.channels),
+            e.address,
+            e.name,
+            e.host,
+            int(e.port),
+            e.model,
+            dict(e.properties),
+            e.at,
+            e.at,
+        )
+        self._views[v.discovered_id] = v
+        self._index(v)
+
+    def on_rediscovered(self, e: Any) -> None:
+        v = self._views[e.originator_id]
+        v.service_name, v.service_type, v.transport = e.service_name, e.service_type, e.transport
+        v.kind, v.channels = DeviceKind(e.kind), tuple(Channel(c) for c in e.channels)
+        v.address, v.name, v.host, v.port = e.address, e.name, e.host, int(e.port)
+        v.model, v.properties, v.updated_at = e.model, dict(e.properties), e.at
+        self._index(v)
+
+    def on_discovery_accepted(self, e: Any) -> None:
+        v = self._views[e.originator_id]
+        v.status, v.decided_by = "accepted", e.actor
+        v.device_id, v.area_id = as_uuid(e.device_id), as_uuid(e.area_id)
+
+    def on_discovery_rejected(self, e: Any) -> None:
+        v = self._views[e.originator_id]
+        v.status, v.decided_by, v.reason = "rejected", e.actor, e.reason
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def get(self, discovered_id: UUID) -> DiscoveredView | None:
+        """The entry, if any."""
+        return self._views.get(discovered_id)
+
+    def by_service(self, service_name: str) -> DiscoveredView | None:
+        """The entry recorded for that DNS-SD instance name (any case), if any."""
+        found = self._by_service.get(service_name.lower())
+        return None if found is None else self._views.get(found)
+
+    def by_address(self, transport: str, address: str) -> DiscoveredView | None:
+        """The entry whose device has that transport and address, if any."""
+        found = self._by_address.get((transport, address))
+        return None if found is None else self._views.get(found)
+
+    def pending(self) -> list[DiscoveredView]:
+        """Entries waiting for an admin, oldest first."""
+        with self.lock:
+            views = [v for v in self._views.values() if v.status == "pending"]
+        return sorted(views, key=lambda v: (v.discovered_at, v.service_name))
+
+    def all(self) -> list[DiscoveredView]:
+        """Every entry ever recorded, oldest first."""
+        with self.lock:
+            return sorted(self._views.values(), key=lambda v: (v.discovered_at, v.service_name))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,22 +8,59 @@ Outcomes are recorded in batches (one event per batch, not per device) as compac
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import attrs
 from eventsourcing.domain import event
 
 from tcs_core.domain.base import TcsAggregate, as_uuid
 from tcs_core.domain.values import DeliveryOutcome, OutcomeStatus, Priority, as_utc
 from tcs_core.errors import InvalidTransition, ValidationError
 
-__all__ = ["Dispatch", "dispatch_id"]
+__all__ = ["RECEIPT_STATUSES", "DeliveryReceipt", "Dispatch", "dispatch_id"]
 
 _FINAL = frozenset({OutcomeStatus.DELIVERED.value, OutcomeStatus.FAILED.value})
 # Enum member -> plain str; ``member.value`` is a descriptor call, ~5x slower than this lookup.
 _STATUS_TEXT: dict[OutcomeStatus, str] = {s: s.value for s in OutcomeStatus}
+
+
+#: Statuses a far end's delivery receipt (an SMS delivery report, say) can carry, with their rank:
+#: a receipt never replaces one of higher rank (reports arrive out of order), and rank 3 is final.
+RECEIPT_STATUSES: Mapping[str, int] = {
+    "accepted": 1,  # the network (SMSC) took the message
+    "buffered": 2,  # the network holds it (handset off, out of coverage)
+    "delivered": 3,  # the handset got it
+    "failed": 3,  # undeliverable
+    "rejected": 3,  # the network refused it
+    "expired": 3,  # validity ran out before delivery
+}
+
+
+def _receipt_status(value: str) -> str:
+    value = str(value)
+    if value not in RECEIPT_STATUSES:
+        raise ValidationError(
+            "receipt.status", f"{value!r} is not one of {', '.join(RECEIPT_STATUSES)}"
+        )
+    return value
+
+
+def _receipt_at(value: datetime) -> datetime:
+    return as_utc(value, "receipt.at")
+
+
+@attrs.frozen
+class DeliveryReceipt:
+    """What the far end reported later about one delivery (e.g. an SMS delivery report)."""
+
+    device_id: UUID = attrs.field(converter=as_uuid)
+    status: str = attrs.field(converter=_receipt_status)
+    at: datetime = attrs.field(converter=_receipt_at)
+    remote_id: str = ""
+    detail: str = ""
 
 
 def dispatch_id(broadcast_id: UUID, occurrence: datetime) -> UUID:
@@ -60,6 +97,7 @@ class Dispatch(TcsAggregate):
         self.outcomes: dict[str, tuple[str, str, str]] = {}
         self.preempted: dict[str, str] = {}
         self.completed_at: datetime | None = None
+        self.receipts: dict[str, tuple[str, str, str, str]] = {}
 
     def _normalise(self) -> None:
         self.priority = Priority(self.priority)
@@ -159,7 +197,45 @@ class Dispatch(TcsAggregate):
             raise InvalidTransition(f"dispatch {self.id} is already completed")
         self._completed(at=as_utc(at, "at"), actor=actor)
 
+    def record_receipts(self, receipts: Sequence[DeliveryReceipt], actor: str) -> int:
+        """Record delivery receipts as one event; allowed after completion (reports come late).
+
+        A receipt that would not change what is known (a duplicate, or one of lower rank than
+        the receipt already held, or anything after a final one) is skipped; returns how many
+        were recorded (0: no event)."""
+        if not receipts:
+            raise ValidationError("receipts", "give at least one receipt")
+        rows: dict[str, list[str]] = {}
+        for r in receipts:
+            key = r.device_id.hex
+            if key not in self._members:
+                raise InvalidTransition(f"device {r.device_id} is not part of dispatch {self.id}")
+            held = rows[key][1] if key in rows else self.receipts.get(key, ("",))[0]
+            if held:
+                rank, held_rank = RECEIPT_STATUSES[r.status], RECEIPT_STATUSES[held]
+                if held_rank == 3 or rank < held_rank or held == r.status:
+                    continue
+            rows[key] = [key, r.status, r.at.isoformat(), r.remote_id, r.detail]
+        if rows:
+            self._receipts_recorded(rows=list(rows.values()), actor=actor)
+        return len(rows)
+
     # -- queries ------------------------------------------------------------------------------
+
+    def receipt(self, device_id: UUID) -> DeliveryReceipt | None:
+        """The receipt that counts for a device (highest rank, first final), if any."""
+        row = self.receipts.get(device_id.hex)
+        if row is None:
+            return None
+        return DeliveryReceipt(device_id, row[0], datetime.fromisoformat(row[1]), row[2], row[3])
+
+    def receipt_counts(self) -> dict[str, int]:
+        """Number of devices per receipt status, plus ``none`` (no receipt yet)."""
+        out = dict.fromkeys(RECEIPT_STATUSES, 0)
+        for row in self.receipts.values():
+            out[row[0]] += 1
+        out["none"] = len(self.device_ids) - len(self.receipts)
+        return out
 
     def outcome(self, device_id: UUID) -> DeliveryOutcome | None:
         """The latest outcome recorded for a device, if any."""
@@ -197,6 +273,11 @@ class Dispatch(TcsAggregate):
         by_hex = as_uuid(by).hex
         for k in device_ids:
             self.preempted[k] = by_hex
+
+    @event("ReceiptsRecorded", topic="tcs.dispatch.receipts_recorded")
+    def _receipts_recorded(self, rows: list[list[str]], actor: str) -> None:
+        for key, status, at, remote_id, detail in rows:
+            self.receipts[key] = (status, at, remote_id, detail)
 
     @event("Completed", topic="tcs.dispatch.completed")
     def _completed(self, at: datetime, actor: str) -> None:

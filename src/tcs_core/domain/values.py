@@ -101,6 +101,7 @@ class DeviceKind(enum.StrEnum):
     BOARD = "board"
     DISTRICT_BOARD = "district_board"
     SMS_GATEWAY = "sms_gateway"
+    SMS_SUBSCRIBER = "sms_subscriber"  # a phone number (E.164 address) that receives SMS
     OTHER = "other"
 
 
