@@ -128,6 +128,7 @@ def _split(text: str, size: Callable[[str], int], single: int, multi: int) -> tu
     return tuple(parts)
 
 
+@functools.lru_cache(maxsize=512)  # a dispatch sends one text to every subscriber
 def encode(text: str, coding: Coding | None = None) -> Encoded:
     """Choose the coding (GSM-7 when every character allows, else UCS-2) and split the text.
 

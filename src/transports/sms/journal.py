@@ -126,7 +126,7 @@ class Journal:
             row = self._db.execute("SELECT * FROM sends WHERE key = ?", (key,)).fetchone()
         return None if row is None else Entry(*row)
 
-    def begin(self, key: str, *, dispatch: str, device: str, number: str, gateway: str) -> Entry:
+    def begin(self, key: str, *, dispatch: str, device: str, number: str, gateway: str) -> None:
         """Mark ``key`` pending just before the request goes out (durable when this returns)."""
         now = time.time()
         with self._tx() as db:
@@ -137,8 +137,32 @@ class Journal:
                 " answered_at = NULL",
                 (key, dispatch, device, number, gateway, now, now),
             )
-            row = db.execute("SELECT * FROM sends WHERE key = ?", (key,)).fetchone()
-        return Entry(*row)
+
+    def apply(
+        self,
+        claims: list[tuple[str, str, str, str, str]],
+        answers: list[tuple[str, str, str, str]],
+    ) -> list[bool]:
+        """One transaction (group commit): new ``pending`` rows for ``claims`` (key, dispatch,
+        device, number, gateway), then ``answers`` (key, state, remote id, reason). Per claim:
+        True if the row is new, False if the key was there already (left untouched)."""
+        now = time.time()
+        fresh = []
+        with self._tx() as db:
+            for claim in claims:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO sends (key, dispatch, device, number, gateway, state,"
+                    " attempts, submitted_at) VALUES (?, ?, ?, ?, ?, 'pending', 1, ?)",
+                    (*claim, now),
+                )
+                fresh.append(cur.rowcount == 1)
+            if answers:
+                db.executemany(
+                    "UPDATE sends SET state = ?, remote_id = ?, reason = ?, answered_at = ?"
+                    " WHERE key = ?",
+                    [(state, rid, why, now, key) for key, state, rid, why in answers],
+                )
+        return fresh
 
     def finish(self, key: str, state: str, remote_id: str = "", reason: str = "") -> None:
         """Record the gateway's answer: ``accepted``, ``refused`` or ``retry``."""

@@ -5,6 +5,7 @@ to 10 digits, new mobile prefixes 03x/05x/07x/08x/09x)."""
 from __future__ import annotations
 
 import enum
+import re
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType
@@ -24,7 +25,24 @@ class NumberFormat(enum.StrEnum):
     NATIONAL = "national"  # 0912345678
 
 
+_E164_VN = re.compile(r"\+84[35789]\d{8}")
+# Mobile ranges of Vietnam's plan are fixed by the first three digits of the 9-digit national
+# number: one full check per range, then numbers already in E.164 are checked by their prefix.
+_MOBILE_RANGES: set[str] = set()
+
+
 def normalise_vn(number: str, field: str = "address") -> str:
+    """``+84…`` for a valid Vietnamese mobile number written any usual way (``0912 345 678``,
+    ``84912345678``, ``+84-91-234-5678``); ValidationError naming ``field`` otherwise."""
+    if isinstance(number, str) and _E164_VN.fullmatch(number) and number[:6] in _MOBILE_RANGES:
+        return number
+    e164 = _normalise(number, field)
+    if len(e164) == 12:
+        _MOBILE_RANGES.add(e164[:6])
+    return e164
+
+
+def _normalise(number: str, field: str) -> str:
     """``+84…`` for a valid Vietnamese mobile number written any usual way (``0912 345 678``,
     ``84912345678``, ``+84-91-234-5678``); ValidationError naming ``field`` otherwise."""
     raw = str(number).strip()

@@ -10,6 +10,7 @@ sends a second message for a key the gateway took (see ``docs/sms.md``, "Idempot
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import xml.etree.ElementTree as ET
@@ -63,7 +64,12 @@ def base_key(key: str) -> str:
 
 def prepare_text(text: str, gateway: Gateway) -> tuple[Encoded, str]:
     """The encoded text for ``gateway`` and the loss note when diacritics were stripped."""
-    if gateway.strip_diacritics:
+    return _prepare(text, gateway.strip_diacritics)
+
+
+@functools.lru_cache(maxsize=512)  # a dispatch sends one text to every subscriber
+def _prepare(text: str, strip: bool) -> tuple[Encoded, str]:
+    if strip:
         stripped = strip_diacritics(text)
         return encode(stripped.text, Coding.GSM7), stripped.loss
     return encode(text), ""
@@ -84,6 +90,54 @@ class _Pace:
             return None
         self.next = start + self.interval
         return start - now
+
+
+class _GroupCommit:
+    """Journal writes of one event-loop turn in one transaction: a fan-out's claims (and answers)
+    commit together instead of one transaction per message."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.claims: list[tuple[tuple[str, str, str, str, str], asyncio.Future[bool]]] = []
+        self.answers: list[tuple[tuple[str, str, str, str], asyncio.Future[bool]]] = []
+        self.scheduled = False
+
+    def _add(self) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self._flush)
+        return loop.create_future()
+
+    async def claim(self, key: str, dispatch: str, device: str, number: str, gateway: str) -> bool:
+        """Write ``key`` as pending; False if the journal already had it (untouched)."""
+        future = self._add()
+        self.claims.append(((key, dispatch, device, number, gateway), future))
+        return await future
+
+    async def answer(self, key: str, state: str, remote_id: str = "", reason: str = "") -> None:
+        """Record the gateway's answer for ``key``."""
+        future = self._add()
+        self.answers.append(((key, state, remote_id, reason), future))
+        await future
+
+    def _flush(self) -> None:
+        self.scheduled = False
+        claims, answers = self.claims, self.answers
+        self.claims, self.answers = [], []
+        try:
+            fresh = self.journal.apply([c for c, _ in claims], [a for a, _ in answers])
+        except Exception as exc:  # every writer of the batch hears of it
+            for _, future in (*claims, *answers):
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), new in zip(claims, fresh, strict=True):
+            if not future.done():
+                future.set_result(new)
+        for _, future in answers:
+            if not future.done():
+                future.set_result(True)
 
 
 class SmsTransport:
@@ -137,6 +191,7 @@ class SmsTransport:
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._secrets: dict[str, str] = {}
         self._opened_at = time.time()
+        self._commit = _GroupCommit(self.journal)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -284,8 +339,11 @@ class SmsTransport:
         deadline: float,
     ) -> Outcome:
         note = enc.summary + (f"; {loss}" if loss else "")
-        entry = self.journal.get(key)
-        if entry is not None:
+        # The pending row is durable before the request leaves (claims commit together).
+        fresh = await self._commit.claim(key, dispatch, device, number, gw.name)
+        if not fresh:  # seen before: a retry, a resumed dispatch, a restart
+            entry = self.journal.get(key)
+            assert entry is not None
             if entry.state == "accepted":
                 return self._accepted(gw, entry.remote_id, f"already accepted earlier; {note}")
             if entry.state == "refused":
@@ -294,18 +352,20 @@ class SmsTransport:
                 settled = await self._resolve(entry, gw, number, enc, deadline, note)
                 if settled is not None:
                     return settled
-        self.journal.begin(key, dispatch=dispatch, device=device, number=number, gateway=gw.name)
+            self.journal.begin(
+                key, dispatch=dispatch, device=device, number=number, gateway=gw.name
+            )
         answer = await self._submit(gw, number, enc, key, deadline)
         where = f"{label} via {gw.name}"
         if answer.kind is AnswerKind.ACCEPTED:
-            self.journal.finish(key, "accepted", answer.remote_id, answer.reason)
+            await self._commit.answer(key, "accepted", answer.remote_id, answer.reason)
             return self._accepted(gw, answer.remote_id, f"{answer.reason}; {note}")
         if answer.kind is AnswerKind.REFUSED:
             reason = f"{where}: gateway refused the message: {answer.reason}"
-            self.journal.finish(key, "refused", reason=reason)
+            await self._commit.answer(key, "refused", reason=reason)
             return Outcome.failed(reason)
         if answer.kind is AnswerKind.RETRY:
-            self.journal.finish(key, "retry", reason=answer.reason)
+            await self._commit.answer(key, "retry", reason=answer.reason)
             return Outcome.retryable(f"{where}: {answer.reason}", answer.retry_after_s)
         # Ambiguous: the row stays pending; the next attempt resolves it before sending again.
         return Outcome.retryable(
