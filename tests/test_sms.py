@@ -45,6 +45,7 @@ from transports.sms import (
     is_gsm7,
     normalise_vn,
     receiver_app,
+    send_answer,
     strip_diacritics,
     subscriber_specs,
 )
@@ -520,6 +521,16 @@ def test_inbound_message_becomes_feedback_in_the_subscribers_area_or_the_keyword
             acks = [m for m in stub.messages.values() if m["text"].startswith("Đã nhận ý kiến")]
             assert len(acks) == 3  # one per feedback item, the repeated m1 not acknowledged twice
             assert {m["to"] for m in acks} == {"+84912000500", "+84987654321"}
+            (first,) = [
+                i for i in _feedback_ids(app) if app.feedback(i).source_ref == "sms:stub:m1"
+            ]
+            answer = "UBND xã đã cử cán bộ kiểm tra đường liên thôn."
+            o = await send_answer(transport, app, first, answer, actor="op")
+            assert o.status.value == "delivered", o.reason
+            assert app.feedback(first).answer == answer
+            assert [m["to"] for m in stub.messages.values() if m["text"] == answer] == [
+                "+84912000500"
+            ]
 
     asyncio.run(go())
     items = [app.feedback(i) for i in _feedback_ids(app)]

@@ -24,7 +24,14 @@ from transports.sms.gateways import (
 )
 from transports.sms.journal import Journal
 from transports.sms.phone import NumberFormat, format_number, mask, normalise_vn
-from transports.sms.receiver import AppRecorder, Inbound, decode_mo, parse_key, receiver_app
+from transports.sms.receiver import (
+    AppRecorder,
+    Inbound,
+    decode_mo,
+    parse_key,
+    receiver_app,
+    send_answer,
+)
 from transports.sms.subscribers import subscriber_specs
 from transports.sms.transport import SmsTransport, base_key, prepare_text
 
@@ -53,6 +60,7 @@ __all__ = [
     "parse_key",
     "prepare_text",
     "receiver_app",
+    "send_answer",
     "strip_diacritics",
     "subscriber_specs",
 ]

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from tcs_core.domain.dispatch import RECEIPT_STATUSES, DeliveryReceipt
 from tcs_core.errors import TcsError, ValidationError
+from tcs_core.transport import Outcome
 from transports.sms.encoding import strip_diacritics
 from transports.sms.gateways import KANNEL_DLR
 from transports.sms.journal import Receipt
@@ -44,7 +45,7 @@ from transports.sms.transport import SmsTransport
 if TYPE_CHECKING:
     from tcs_core.app import SourceSystem
 
-__all__ = ["AppRecorder", "Inbound", "decode_mo", "parse_key", "receiver_app"]
+__all__ = ["AppRecorder", "Inbound", "decode_mo", "parse_key", "receiver_app", "send_answer"]
 
 log = logging.getLogger("transports.sms.receiver")
 _MAX_BODY = 64 * 1024
@@ -167,6 +168,24 @@ class AppRecorder:
             source_ref=f"sms:{gateway}:{remote_id}" if remote_id else None,
         )
         return fid, area
+
+
+async def send_answer(
+    transport: SmsTransport,
+    app: SourceSystem,
+    feedback_id: UUID,
+    text: str,
+    *,
+    actor: str,
+    gateway: str | None = None,
+) -> Outcome:
+    """Record the answer to an SMS feedback item (``answer_feedback``, authorised as usual) and
+    send it to the citizen through the gateway the message came in on (once per item)."""
+    await asyncio.to_thread(app.answer_feedback, feedback_id, text, actor)
+    fb = app.feedback(feedback_id)
+    source = (fb.source_ref or "").split(":")
+    via = gateway or (source[1] if len(source) > 2 and source[0] == "sms" else None)
+    return await transport.send(fb.sender_ref, text, key=f"answer.{feedback_id.hex}", gateway=via)
 
 
 ReceiptCallback = Callable[[str, Receipt], Awaitable[None] | None]
