@@ -97,8 +97,12 @@ class S:
     UUID: Schema = {"type": "string", "format": "uuid"}
     CODE: Schema = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,32}$"}
     USERNAME: Schema = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._@-]{1,63}$"}
-    DATE: Schema = {"type": "string", "format": "date"}
-    DATETIME: Schema = {"type": "string", "format": "date-time"}
+    DATE: Schema = {"type": "string", "format": "date", "description": "years 1970-2100"}
+    DATETIME: Schema = {
+        "type": "string",
+        "format": "date-time",
+        "description": "RFC 3339 with an offset; years 1970-2100",
+    }
     ZONE: Schema = {
         "type": "string",
         "pattern": "^[A-Za-z_]{1,32}(/[A-Za-z0-9_+-]{1,32}){0,2}$",

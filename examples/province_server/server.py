@@ -24,7 +24,7 @@ from .config import ServerConfig
 from .live import LiveHub, Metrics
 from .state import State
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "openapi_document", "serve"]
 
 log = logging.getLogger("province_server")
 
@@ -365,6 +365,11 @@ async def openapi_json(request: web.Request) -> web.StreamResponse:
     return web.json_response(doc, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document the app serves at /openapi.json."""
+    return openapi([("/api/v1/events", "get", EVENTS_DOC), ("/metrics", "get", METRICS_DOC)])
+
+
 # -- the factory ------------------------------------------------------------------------------
 
 
@@ -415,9 +420,7 @@ def create_app(
     app.router.add_get("/api/v1/events", events, name="events")
     app.router.add_get("/metrics", metrics, name="metrics")
     app.router.add_get("/openapi.json", openapi_json, name="openapi")
-    app[OPENAPI] = openapi(
-        [("/api/v1/events", "get", EVENTS_DOC), ("/metrics", "get", METRICS_DOC)]
-    )
+    app[OPENAPI] = openapi_document()
     app.router.add_get("/", root)
     app.router.add_get("/login", login_get)
     app.router.add_post("/login", login_post)
