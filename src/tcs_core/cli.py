@@ -399,6 +399,10 @@ def build_parser(out: _Out) -> argparse.ArgumentParser:
     from tcs_core.kpi.cli import add_kpi_commands  # the KPI reports (issue 7)
 
     add_kpi_commands(commands, parents=[common], lang=out.lang, func=_cmd_kpi)
+
+    from tcs_core.discovery_cli import add_discovery_commands  # zeroconf discovery (issue 8)
+
+    add_discovery_commands(commands, parents=[common], lang=out.lang, func=_cmd_devices)
     return p
 
 
@@ -854,6 +858,16 @@ def _cmd_kpi(out: _Out, args: argparse.Namespace) -> int:
 
     with SourceSystem(_settings(args)) as app:
         return run_kpi_command(args, app, stdout=cast(TextIO, out.console.file))
+
+
+def _cmd_devices(out: _Out, args: argparse.Namespace) -> int:
+    from tcs_core.discovery_cli import run_discovery_command
+
+    return run_discovery_command(
+        args,
+        open_app=lambda: SourceSystem(_settings(args)),
+        stdout=cast(TextIO, out.console.file),
+    )
 
 
 def _cmd_simulate(out: _Out, args: argparse.Namespace) -> int:
