@@ -549,3 +549,60 @@ def _feedback_ids(app: SourceSystem) -> list[UUID]:
         for n in app.recorder.select_notifications(1, 100_000)
         if n.topic == "tcs.feedback.received"
     ]
+
+
+def test_failures_through_the_scheduler_are_recorded_outcomes_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    """One dispatch through the scheduler to subscribers behind a throttling, a failing, a
+    garbage-answering and a dead gateway, one with a bad number and one working: every subscriber
+    ends with a recorded final outcome whose reason says what happened."""
+    from tcs_core.scheduler import Scheduler, SchedulerConfig, VirtualClock
+
+    app = make_app()
+    kinds = ["stub", "429", "500", "garbage", "down"]
+    specs = subscriber_specs(
+        [{"number": f"09120007{i:02d}", "gateway": g} for i, g in enumerate(kinds)], area="C1"
+    )
+    ids = dict(zip(kinds, app.register_devices(specs, actor="admin"), strict=True))
+    ids["bad"] = app.register_device(
+        "Thuê bao số sai", "sms_subscriber", area="C1", transport="sms",
+        address="0241234567", channels=["sms"], actor="admin",
+    )  # fmt: skip
+
+    async def go() -> None:
+        async with stub_and_transport(tmp_path, app) as (stub, transport):
+            t0 = datetime.now(UTC).replace(microsecond=0)
+            b = app.draft_broadcast(
+                "Cảnh báo",
+                category=Category.DISASTER,
+                content={Channel.SMS: SmsContent(TEXT)},
+                targets=Targets(["C1"], ["sms"]),
+                schedule=ScheduleSpec.once(t0, duration_s=600),
+                actor="op",
+            )
+            app.submit_broadcast(b, "op")
+            app.approve_broadcast(b, "ap")
+            config = SchedulerConfig(max_attempts=3, retry_base_s=1.0)
+            scheduler = Scheduler(app, [transport], VirtualClock(t0), config)
+            await scheduler.start()
+            await scheduler.run_until(t0 + timedelta(minutes=15))
+            await scheduler.stop()
+            d = app.dispatch_of(b, t0)
+            assert d is not None and d.pending() == [] and d.completed_at is not None
+            reasons = {}
+            for kind, device in ids.items():
+                o = d.outcome(device)
+                assert o is not None, kind
+                reasons[kind] = (o.status.value, o.reason)
+            assert reasons["stub"][0] == "delivered"
+            assert reasons["429"][0] == "failed" and "HTTP 429" in reasons["429"][1]
+            assert "gave up after 3 attempt(s)" in reasons["429"][1]
+            assert reasons["500"][0] == "failed" and "HTTP 500: internal error" in reasons["500"][1]
+            assert reasons["garbage"][0] == "failed"
+            assert "without a message id" in reasons["garbage"][1]
+            assert reasons["down"][0] == "failed" and "cannot connect" in reasons["down"][1]
+            assert reasons["bad"][0] == "failed" and "bad phone number" in reasons["bad"][1]
+            assert stub.submissions == 1
+
+    asyncio.run(go())
