@@ -7,6 +7,14 @@ application; ``serve(app)`` starts it on a port; ``python -m province_server`` (
 
 from .auth import CredentialStore, RateLimiter
 from .config import ServerConfig
-from .server import create_app, serve
+from .server import create_app, credentials, openapi_document, serve
 
-__all__ = ["CredentialStore", "RateLimiter", "ServerConfig", "create_app", "serve"]
+__all__ = [
+    "CredentialStore",
+    "RateLimiter",
+    "ServerConfig",
+    "create_app",
+    "credentials",
+    "openapi_document",
+    "serve",
+]

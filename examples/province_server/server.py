@@ -24,7 +24,7 @@ from .config import ServerConfig
 from .live import LiveHub, Metrics
 from .state import State
 
-__all__ = ["create_app", "openapi_document", "serve"]
+__all__ = ["create_app", "credentials", "openapi_document", "serve"]
 
 log = logging.getLogger("province_server")
 
@@ -468,6 +468,11 @@ def _scheduler_metrics(m: Metrics, scheduler: Scheduler) -> None:
                 yield c
 
     m.registry.register(SchedulerCollector())
+
+
+def credentials(app: web.Application) -> CredentialStore:
+    """The app's credential store: set passwords, issue tokens (e.g. for a demo's accounts)."""
+    return app[STATE].creds
 
 
 async def serve(
