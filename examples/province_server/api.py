@@ -932,7 +932,7 @@ async def schedule_today(ctx: Ctx) -> Any:
             }
             for c in here:
                 communes.setdefault(c, []).append(item)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"area": st.area_ref(c, day), "items": sorted(items, key=lambda i: i["at"])}
         for c, items in communes.items()
     ]

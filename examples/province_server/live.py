@@ -137,7 +137,7 @@ class LiveHub:
                 break
             for note in batch:
                 n += 1
-                e = app.mapper.to_domain_event(note)
+                e: Any = app.mapper.to_domain_event(note)
                 kind = note.topic.split(".")[1]
                 if kind == "device":
                     self._device(e.originator_id, note.topic)

@@ -28,7 +28,7 @@ _YEARS = range(1970, 2101)
 FORMATS = FormatChecker(formats=())
 
 
-@FORMATS.checks("date-time", raises=ValueError)
+@FORMATS.checks("date-time", raises=ValueError)  # type: ignore[untyped-decorator]
 def _is_datetime(value: object) -> bool:
     if not isinstance(value, str):
         return True
@@ -37,14 +37,14 @@ def _is_datetime(value: object) -> bool:
     return datetime.fromisoformat(value.replace("z", "Z")).year in _YEARS
 
 
-@FORMATS.checks("date", raises=ValueError)
+@FORMATS.checks("date", raises=ValueError)  # type: ignore[untyped-decorator]
 def _is_date(value: object) -> bool:
     if not isinstance(value, str):
         return True
     return bool(_DATE.match(value)) and date.fromisoformat(value).year in _YEARS
 
 
-@FORMATS.checks("uuid", raises=ValueError)
+@FORMATS.checks("uuid", raises=ValueError)  # type: ignore[untyped-decorator]
 def _is_uuid(value: object) -> bool:
     if not isinstance(value, str):
         return True
