@@ -55,6 +55,24 @@
     const c = d.counts, n = d.devices, done = c.delivered;
     return tr(c.pending === 0 && c.retryable === 0 ? "delivered" : "pending", { d: done, n: n });
   }
+  // Areas one may target: each granted area and its children; a global grant offers the roots.
+  // The field accepts any code (the server decides), the list only helps.
+  let choices = null;
+  async function areaChoices() {
+    if (choices) return choices;
+    const seen = new Map();
+    for (const g of session.grants) {
+      if (!g.area) {
+        for (const a of await api("GET", "/api/v1/areas")) seen.set(a.code, a);
+        continue;
+      }
+      seen.set(g.area.code, g.area);
+      const detail = await api("GET", "/api/v1/areas/" + encodeURIComponent(g.area.code));
+      for (const a of detail.children.slice(0, 500)) seen.set(a.code, a);
+    }
+    choices = [...seen.values()];
+    return choices;
+  }
   function areaOptions(select, withAll) {
     if (withAll) select.append(el("option", { value: "" }, tr("all")));
     for (const g of session.grants) {
@@ -153,8 +171,13 @@
   function composeForm(id, emergency) {
     const cats = ["local_government", "policy_law", "disaster", "health", "security", "knowledge",
       "good_examples", "feedback_answer", "other"];
-    const area = el("select", { name: "area", id: id + "-area", required: true });
-    areaOptions(area, false);
+    const list = el("datalist", { id: id + "-areas" });
+    const area = el("input", { name: "area", id: id + "-area", list: id + "-areas", required: true,
+      maxlength: 32, pattern: "[A-Za-z0-9._\\-]{1,32}", autocomplete: "off" });
+    areaChoices().then((cs) => {
+      for (const a of cs) list.append(el("option", { value: a.code }, a.code + " · " + a.name));
+      if (cs.length && !area.value) area.value = cs[0].code;
+    });
     const prio = el("select", { name: "priority", id: id + "-priority" },
       ...["normal", "priority"].concat(perms.has("emergency") ? ["emergency"] : [])
         .map((p) => el("option", { value: p }, tr("priority." + p))));
@@ -167,7 +190,7 @@
       el("label", {}, tr("category"), el("select", { name: "category", id: id + "-category" },
         ...(emergency ? ["disaster"] : cats).map((c) => el("option", { value: c }, tr("cat." + c))))),
       emergency ? null : el("label", {}, tr("priority"), prio),
-      el("label", {}, tr("area"), area),
+      el("label", {}, tr("area"), area, list),
       el("fieldset", {}, el("legend", {}, tr("channels")), ...chans),
       el("label", {}, tr("text"), el("textarea", { name: "text", id: id + "-text", rows: 4, required: true })),
       emergency ? null : el("label", {}, tr("when"), el("input", { type: "datetime-local", step: 1, name: "when",
