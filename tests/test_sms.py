@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import aiohttp
 import pytest
 from aiohttp import web
 from hypothesis import given
@@ -308,6 +309,8 @@ def test_journal_survives_reopening(tmp_path: Path) -> None:
     assert [r.status for r in j.unrecorded()] == ["delivered"]
     j.mark_recorded([r.seq for r in j.unrecorded()])
     assert j.unrecorded() == []
+    assert j.prune(3600) == 0 and j.prune(0) == 1  # k2 answered; the pending k1 is kept
+    assert j.get("k2") is None and j.receipts("k2") == [] and j.get("k1") is not None
 
 
 def test_gateway_settings_are_validated() -> None:
@@ -348,6 +351,7 @@ async def stub_and_transport(
     tmp_path: Path,
     app: SourceSystem | None = None,
     receiver: dict[str, Any] | None = None,
+    token: str = "",
     **gw: Any,
 ) -> AsyncIterator[tuple[StubGateway, SmsTransport]]:
     """The stub gateway, an SmsTransport with gateways for each stub mode, and its receiver."""
@@ -366,6 +370,8 @@ async def stub_and_transport(
         gateways=gateways,
         journal=tmp_path / "journal.sqlite",
         receiver_url=f"http://127.0.0.1:{port}",
+        receiver_token="env:TCS_TEST_RECEIVER_TOKEN" if token else "",
+        environ={"TCS_TEST_RECEIVER_TOKEN": token},
     )
     runner = web.AppRunner(receiver_app(transport, app, **(receiver or {})), access_log=None)
     await runner.setup()
@@ -606,3 +612,37 @@ def test_failures_through_the_scheduler_are_recorded_outcomes_and_nothing_is_los
             assert stub.submissions == 1
 
     asyncio.run(go())
+
+
+def test_the_receiver_token_keeps_forged_reports_and_messages_out(tmp_path: Path) -> None:
+    """With a receiver token, the gateway's report (its dlr_url carries the token) is taken, while
+    a report or a message posted without it is refused with 403 and stores nothing."""
+    app = make_app()
+    d, (device, _) = _dispatch(app)
+
+    async def go() -> None:
+        async with stub_and_transport(tmp_path, app, token="bí-mật-nhận") as (stub, transport):
+            target = DeviceTarget(
+                device, "Thuê bao 1", DeviceKind.SMS_SUBSCRIBER, "+84912000100", {}, (Channel.SMS,)
+            )
+            key = delivery_key(d, device)
+            o = await transport.deliver(target, SmsContent(TEXT), key, make_context(d))
+            assert o.status.value == "delivered"
+            assert "t=b%C3%AD-m%E1%BA%ADt-nh%E1%BA%ADn" in stub.messages[key]["callback_url"]
+            for _ in range(100):
+                if transport.journal.receipts(key):
+                    break
+                await asyncio.sleep(0.05)
+            assert [r.status for r in transport.journal.receipts(key)] == ["delivered"]
+            base = transport.receiver_url
+            async with aiohttp.ClientSession() as s:
+                forged = {"reference": key, "status": "failed", "error": "forged"}
+                async with s.post(f"{base}/sms/dlr/stub?key={key}", json=forged) as r:
+                    assert r.status == 403
+                async with s.post(f"{base}/sms/dlr/stub?key={key}&t=wrong", json=forged) as r:
+                    assert r.status == 403
+            assert await stub.send_mo(f"{base}/sms/mo/stub", "0912000100", "giả mạo") == 403
+            assert [r.status for r in transport.journal.receipts(key)] == ["delivered"]
+
+    asyncio.run(go())
+    assert _feedback_ids(app) == []

@@ -36,6 +36,11 @@ __all__ = [
 KANNEL_DLR = {1: "delivered", 2: "failed", 4: "buffered", 8: "accepted", 16: "rejected"}
 
 
+def _token(token: str) -> str:
+    """The receiver's token as a query parameter (``t``), if there is one."""
+    return f"&t={quote(token)}" if token else ""
+
+
 def _positive(name: str) -> Any:
     def check(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
         if not value > 0:
@@ -113,15 +118,15 @@ class KannelGateway(_Common):
                 "gateway.dlr_mask", "must include 8 and 16 (SMSC reports), e.g. 31 or 25"
             )
 
-    def dlr_url(self, receiver_url: str, key: str) -> str:
+    def dlr_url(self, receiver_url: str, key: str, token: str = "") -> str:
         """Where Kannel reports on this message: our receiver, with our key in the URL."""
         return (
-            f"{receiver_url.rstrip('/')}/sms/dlr/{self.name}?key={quote(key)}"
+            f"{receiver_url.rstrip('/')}/sms/dlr/{self.name}?key={quote(key)}{_token(token)}"
             "&type=%d&reply=%A&smsc_id=%F&kannel_id=%I&ts=%T"
         )
 
     def request(
-        self, to: str, enc: Encoded, key: str, receiver_url: str, password: str
+        self, to: str, enc: Encoded, key: str, receiver_url: str, password: str, token: str = ""
     ) -> tuple[str, str, Mapping[str, str], bytes | None, Mapping[str, str]]:
         """(method, url, query, body, headers) of one submission."""
         text = "".join(enc.parts)
@@ -138,7 +143,7 @@ class KannelGateway(_Common):
             common["smsc"] = self.smsc
         if receiver_url:
             common["dlr-mask"] = str(self.dlr_mask)
-            common["dlr-url"] = self.dlr_url(receiver_url, key)
+            common["dlr-url"] = self.dlr_url(receiver_url, key, token)
         if self.method == "GET":
             return "GET", self.url, {**common, "text": text}, None, {}
         headers = {f"X-Kannel-{_KANNEL_HEADER[k]}": v for k, v in common.items()}
@@ -223,12 +228,12 @@ class HttpJsonGateway(_Common):
                 f"unknown template field(s) {sorted(unknown)}; known: {_JSON_FIELDS}",
             )
 
-    def dlr_url(self, receiver_url: str, key: str) -> str:
+    def dlr_url(self, receiver_url: str, key: str, token: str = "") -> str:
         """Where the gateway posts its delivery report for this message."""
-        return f"{receiver_url.rstrip('/')}/sms/dlr/{self.name}?key={quote(key)}"
+        return f"{receiver_url.rstrip('/')}/sms/dlr/{self.name}?key={quote(key)}{_token(token)}"
 
     def request(
-        self, to: str, enc: Encoded, key: str, receiver_url: str, secret: str
+        self, to: str, enc: Encoded, key: str, receiver_url: str, secret: str, token: str = ""
     ) -> tuple[str, str, Mapping[str, str], bytes | None, Mapping[str, str]]:
         """(method, url, query, body, headers) of one submission."""
         values = {
@@ -238,7 +243,7 @@ class HttpJsonGateway(_Common):
             "coding": enc.coding.value,
             "segments": enc.segments,
             "key": key,
-            "dlr_url": self.dlr_url(receiver_url, key) if receiver_url else "",
+            "dlr_url": self.dlr_url(receiver_url, key, token) if receiver_url else "",
         }
         body = json.dumps(render_template(self.body, values), ensure_ascii=False).encode()
         headers = {

@@ -191,6 +191,23 @@ class Journal:
             rows = self._db.execute("SELECT * FROM sends WHERE state = 'pending'").fetchall()
         return [Entry(*r) for r in rows]
 
+    def prune(self, older_than_s: float) -> int:
+        """Forget keys answered more than ``older_than_s`` ago (and their recorded reports); a
+        dispatch older than that is never resumed. Pending keys are kept. How many keys went."""
+        cutoff = time.time() - older_than_s
+        with self._tx() as db:
+            gone = [
+                r[0]
+                for r in db.execute(
+                    "SELECT key FROM sends WHERE state != 'pending' AND answered_at < ?", (cutoff,)
+                )
+            ]
+            db.executemany("DELETE FROM sends WHERE key = ?", [(k,) for k in gone])
+            db.executemany(
+                "DELETE FROM receipts WHERE key = ? AND recorded = 1", [(k,) for k in gone]
+            )
+        return len(gone)
+
     # -- receipts --------------------------------------------------------------------------------
 
     def add_receipt(self, key: str, status: str, remote_id: str = "", detail: str = "") -> int:

@@ -21,6 +21,7 @@ A gateway is answered 200 only once nothing can be lost; 503 makes Kannel retry 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -257,7 +258,13 @@ def receiver_app(
                 out.update(parse_qsl(body.decode("utf-8", "replace")))
         return out
 
+    token = transport.receiver_token()  # resolved once: a missing variable fails here, loudly
+
     def gateway_named(request: web.Request) -> str:
+        if token:
+            given = str(request.query.get("t") or request.headers.get("X-Tcs-Token") or "")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                raise web.HTTPForbidden(text="t: missing or wrong receiver token")
         name = request.match_info["gateway"]
         if name not in transport.gateways:
             raise web.HTTPNotFound(text=f"no gateway named {name!r}")

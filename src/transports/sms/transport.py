@@ -155,6 +155,7 @@ class SmsTransport:
         journal: str | Path | Journal = ":memory:",
         journal_sync: str = "normal",
         receiver_url: str = "",
+        receiver_token: str = "",
         limits: Limits | None = None,
         environ: Mapping[str, str] | None = None,
         name: str = "sms",
@@ -162,7 +163,9 @@ class SmsTransport:
         """``gateways``: ``KannelGateway`` / ``HttpJsonGateway`` objects or TOML-style mappings;
         the first is the default. ``journal``: the send journal's SQLite file (``":memory:"``
         keeps nothing across restarts: use a file in production). ``receiver_url``: the base URL
-        at which gateways reach ``receiver_app`` (delivery reports); empty: none asked for."""
+        at which gateways reach ``receiver_app`` (delivery reports); empty: none asked for.
+        ``receiver_token`` (``env:NAME``): a shared secret the receiver requires (parameter ``t``
+        of its URLs, or header ``X-Tcs-Token``), so nobody else can post reports or messages."""
         gws = [
             g if isinstance(g, KannelGateway | HttpJsonGateway) else gateway_from_mapping(g)
             for g in gateways
@@ -174,6 +177,7 @@ class SmsTransport:
         self.gateways: dict[str, Gateway] = {g.name: g for g in gws}
         self.default_gateway = gws[0].name if gws else None
         self.receiver_url = receiver_url.rstrip("/")
+        self._receiver_token = receiver_token
         self.environ = environ
         self.journal = (
             journal if isinstance(journal, Journal) else Journal(journal, synchronous=journal_sync)
@@ -221,6 +225,12 @@ class SmsTransport:
             raw = gw.password if isinstance(gw, KannelGateway) else gw.secret
             self._secrets[gw.name] = resolve_secret(raw, self.environ) if raw else ""
         return self._secrets[gw.name]
+
+    def receiver_token(self) -> str:
+        """The receiver's shared secret, resolved ("" when none is configured)."""
+        if not self._receiver_token:
+            return ""
+        return resolve_secret(self._receiver_token, self.environ)
 
     def gateway_of(self, device: DeviceTarget) -> Gateway:
         """The gateway serving a device (its ``gateway`` setting, else the default)."""
@@ -504,7 +514,13 @@ class SmsTransport:
             secret = self._secret(gw)
         except ValidationError as exc:
             return Answer(AnswerKind.REFUSED, f"gateway {gw.name} is misconfigured: {exc}")
-        method, url, query, body, headers = gw.request(to, enc, key, self.receiver_url, secret)
+        try:
+            token = self.receiver_token()
+        except ValidationError as exc:
+            return Answer(AnswerKind.REFUSED, f"receiver_token is misconfigured: {exc}")
+        method, url, query, body, headers = gw.request(
+            to, enc, key, self.receiver_url, secret, token
+        )
         timeout = min(gw.timeout_s, max(0.05, deadline - time.monotonic()))
         session = self._ensure_session()
         try:
