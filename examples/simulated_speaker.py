@@ -132,6 +132,7 @@ class Speaker:
         password: str | None = None,
         answer_delay_s: float = 0.0,
         keep_packets: bool = True,
+        media_port: int | None = None,
     ) -> None:
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"behaviour must be one of {BEHAVIOURS}, not {behaviour!r}")
@@ -142,6 +143,9 @@ class Speaker:
         self.password = password
         self.answer_delay_s = answer_delay_s
         self.keep_packets = keep_packets
+        # media_port: answer with this RTP port on ``host`` and open no RTP socket (a load test
+        # points every speaker at one socket that nobody reads, so counting costs nothing)
+        self.media_port = media_port
         self.received = Received()
         self.realm = "loa-xa"
         self._sip: asyncio.DatagramTransport | None = None
@@ -179,10 +183,13 @@ class Speaker:
             self._sip, _ = await loop.create_datagram_endpoint(
                 lambda: _SipSide(self), local_addr=(self.host, 0)
             )
+        self.sip_port = self._sip.get_extra_info("sockname")[1]
+        if self.media_port is not None:
+            self.rtp_port = self.media_port
+            return self
         self._rtp, _ = await loop.create_datagram_endpoint(
             lambda: _RtpSide(self), local_addr=(self.host, 0)
         )
-        self.sip_port = self._sip.get_extra_info("sockname")[1]
         self.rtp_port = self._rtp.get_extra_info("sockname")[1]
         return self
 
@@ -235,6 +242,10 @@ class Speaker:
         if seen is not None and msg.method in ("INVITE", "BYE", "OPTIONS"):
             self._send(seen, addr)  # a retransmission: answer the same again
             return
+        pending = self._pending.get(msg.call_id)
+        if msg.method == "INVITE" and pending is not None and pending[0].cseq == msg.cseq:
+            self._send(build_response(msg, 180, "Ringing", to_tag=pending[2]), addr)
+            return  # a retransmission of the INVITE we are ringing for
         handler = getattr(self, f"_on_{(msg.method or '').lower()}", None)
         if handler is None:
             self._final(msg, addr, build_response(msg, 405, "Method Not Allowed"))
@@ -325,6 +336,26 @@ class Speaker:
         to = resp.get("to")
         self._peers[call_id] = ((caller_contact, to, msg.get("from")), addr, 1)
         self._final(msg, addr, resp)
+        self._retransmit_ok(msg.call_id, msg.cseq[0], addr, 0.5, 0.0)
+
+    def _retransmit_ok(
+        self, call_id: str, cseq: int, addr: tuple[str, int], wait: float, waited: float
+    ) -> None:
+        """RFC 3261 §13.3.1.4: send the 200 again (T1, doubling up to T2) until the ACK."""
+        if (call_id, cseq) not in self._answers or waited >= 32.0:
+            return  # ACKed, or given up after 64·T1
+        handle = asyncio.get_running_loop().call_later(
+            wait, self._resend_ok, call_id, cseq, addr, wait, waited
+        )
+        self._timers.add(handle)
+
+    def _resend_ok(
+        self, call_id: str, cseq: int, addr: tuple[str, int], wait: float, waited: float
+    ) -> None:
+        data = self._answers.get((call_id, cseq))
+        if data is not None:
+            self._send(data, addr)
+            self._retransmit_ok(call_id, cseq, addr, min(wait * 2, 4.0), waited + wait)
 
     def _on_cancel(self, msg: SipMessage, addr: tuple[str, int]) -> None:
         self.received.cancels += 1

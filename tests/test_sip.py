@@ -363,13 +363,12 @@ def test_one_frame_clock_sends_every_stream_each_tick() -> None:
         sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         sink.bind(("127.0.0.1", 0))
         sink.setblocking(False)
-        sock = open_rtp_socket("127.0.0.1")
+        socks = [open_rtp_socket("127.0.0.1") for _ in range(20)]
+        for sock in socks:
+            sock.connect(sink.getsockname())
         clock = FrameClock(stats=ClockStats(keep_lateness=True))
         before = len(asyncio.all_tasks())
-        streams = [
-            RtpStream(bytes([i]) * 160 * (5 + i), 0, sink.getsockname(), sock, ssrc=i)
-            for i in range(20)
-        ]
+        streams = [RtpStream(bytes([i]) * 160 * (5 + i), 0, socks[i], ssrc=i) for i in range(20)]
         done = [clock.add(s) for s in streams]
         assert len(asyncio.all_tasks()) == before + 1  # one clock, not one timer per stream
         ends = await asyncio.gather(*done)
@@ -387,7 +386,8 @@ def test_one_frame_clock_sends_every_stream_each_tick() -> None:
             assert packets[0][0] == 0x80 and all(p[0] == 0 for p in packets[1:])  # marker first
         assert clock.stats.packets == sum(len(p) for p in got.values())
         await clock.close()
-        sock.close()
+        for sock in socks:
+            sock.close()
         sink.close()
 
     run(main)
@@ -705,9 +705,10 @@ def test_multicast_paging_zones_by_priority() -> None:
             urgent = make_context(priority=Priority.EMERGENCY)
             second = await transport.deliver(device, alarm, "e", urgent)
             assert second.status is OutcomeStatus.DELIVERED and "zone emergency" in second.reason
-            await asyncio.sleep(0.6)
-            sock = transport._mcast[(4, "127.0.0.1")]
+            sock = transport._calls[device.device_id].sock
+            assert sock is not None
             assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == 4
+            await asyncio.sleep(0.6)
             health = await transport.probe(device)
             assert health.ok
         counts = []

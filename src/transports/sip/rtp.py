@@ -34,7 +34,8 @@ _MAX_SKIP_TICKS = 2  # later than this many ticks: skip frames instead of sendin
 
 
 class RtpStream:
-    """One item being sent as RTP to one destination (unicast speaker or multicast group)."""
+    """One item being sent as RTP on a socket connected to its destination (a speaker's media
+    address or a multicast group)."""
 
     __slots__ = (
         "addr",
@@ -46,7 +47,7 @@ class RtpStream:
         "payload",
         "payload_type",
         "pos",
-        "sendto",
+        "send",
         "sent",
         "seq",
         "skipped",
@@ -59,7 +60,6 @@ class RtpStream:
         self,
         payload: bytes,
         payload_type: int,
-        addr: tuple[str, int],
         sock: socket.socket,
         *,
         ssrc: int | None = None,
@@ -70,8 +70,8 @@ class RtpStream:
             raise ValueError("payload must be whole 20 ms frames (use audio.encode)")
         self.payload = payload
         self.payload_type = payload_type
-        self.addr = addr
-        self.sendto = sock.sendto  # unicast and multicast streams share the one clock
+        self.addr = sock.getpeername()
+        self.send = sock.send  # a socket connected to the speaker or the multicast group
         self.ssrc = secrets.randbits(32) if ssrc is None else ssrc
         self.seq = secrets.randbits(16)  # random initial values (RFC 3550 §5.1)
         self.ts = secrets.randbits(32)
@@ -242,7 +242,7 @@ class FrameClock:
                 first = s.payload_type
             packet = pack(_V2, first, s.seq, s.ts, s.ssrc) + s.payload[pos : pos + FRAME_BYTES]
             try:
-                s.sendto(packet, s.addr)
+                s.send(packet)
                 sent += 1
             except BlockingIOError:
                 self.stats.dropped += 1

@@ -143,6 +143,7 @@ class _Call:
         self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.abort: str | None = None
         self.ending: asyncio.Task[str] | None = None
+        self.sock: socket.socket | None = None  # the call's RTP socket
 
 
 def _rank(priority: Priority) -> int:
@@ -176,6 +177,7 @@ class SipTransport:
         emergency_retries: int = 3,
         emergency_retry_interval_s: float = 0.5,
         user: str = "tcs",
+        invite_window: int = 256,
         environ: Mapping[str, str] | None = None,
         name: str = "sip",
     ) -> None:
@@ -202,6 +204,10 @@ class SipTransport:
         self.emergency_retries = emergency_retries
         self.emergency_retry_interval_s = emergency_retry_interval_s
         self.user = user
+        if invite_window < 1:
+            raise ValidationError("sip.invite_window", "must be at least 1")
+        self.invite_window = invite_window
+        self._invite_slots: asyncio.Semaphore | None = None
         self.environ = environ
         self.cache = AudioCache(
             media or local_media(media_root),
@@ -213,8 +219,6 @@ class SipTransport:
         self.clock_stats = ClockStats()
         self.clock = FrameClock(stats=self.clock_stats)
         self.endpoint: SipEndpoint | None = None
-        self._rtp: socket.socket | None = None
-        self._mcast: dict[tuple[int, str | None], socket.socket] = {}
         self._calls: dict[UUID, _Call] = {}
         self._inflight: dict[str, asyncio.Task[Outcome]] = {}
         self._delivered: OrderedDict[str, tuple[str, str]] = OrderedDict()
@@ -230,10 +234,10 @@ class SipTransport:
         """Bind the SIP socket and the RTP socket."""
         if self.endpoint is not None:
             return
+        self._invite_slots = asyncio.Semaphore(self.invite_window)
         endpoint = SipEndpoint(self.timers, user_agent="tcs-core SipTransport")
         await endpoint.open(self.local_host, self.sip_port)
         self.endpoint = endpoint
-        self._rtp = open_rtp_socket(self.local_host)
 
     async def close(self) -> None:
         """End every call (BYE), stop the clock, close the sockets, cancel renders."""
@@ -256,12 +260,8 @@ class SipTransport:
         if self.endpoint is not None:
             self.endpoint.close()
             self.endpoint = None
-        if self._rtp is not None:
-            self._rtp.close()
-            self._rtp = None
-        for sock in self._mcast.values():
-            sock.close()
-        self._mcast.clear()
+        for c in list(self._calls.values()):
+            self._drop(c, "the transport closed")
         self._calls.clear()
 
     def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -511,6 +511,11 @@ class SipTransport:
     def _drop(self, call: _Call, why: str) -> None:
         if self._calls.get(call.device.device_id) is call:
             del self._calls[call.device.device_id]
+        if call.stream is not None:
+            self.clock.stop(call.stream, why)
+        if call.sock is not None:
+            call.sock.close()
+            call.sock = None
         if call.record.state != "ended":
             call.record.state = "ended"
             call.record.ended_by = call.record.ended_by or why
@@ -531,8 +536,10 @@ class SipTransport:
         device, address = call.device, call.address
         assert address is not None
         local = self._local_for(call.dest[0])
-        assert self._rtp is not None
-        rtp_port = self._rtp.getsockname()[1]
+        # one RTP socket per call, connected to the speaker once it answers: a connected
+        # send() costs about half a sendto() (no address parsing, no route lookup per packet)
+        call.sock = open_rtp_socket(self._bind_host())
+        rtp_port = call.sock.getsockname()[1]
         sdp = sdp_offer(local, rtp_port, profile.codecs, secrets.randbits(31), profile.direction)
         uri = address.uri + profile.uri_params
         call.call_id = call.record.call_id = f"{secrets.token_hex(10)}@{local}"
@@ -654,11 +661,20 @@ class SipTransport:
         start, end = frames
         if end is not None and end * FRAME_BYTES < len(payload):
             payload = payload[: end * FRAME_BYTES]
+        try:
+            call.sock.connect((media.host, media.port))
+        except OSError as exc:
+            await self._bye(call, local)
+            raise _Fail(
+                Outcome.failed(
+                    f"{device.name} ({address.hostport}) answered with media address "
+                    f"{media.host}:{media.port} that cannot be used: {exc.strerror or exc}"
+                )
+            ) from None
         stream = RtpStream(
             payload,
             PAYLOAD_TYPES[codec],
-            (media.host, media.port),
-            self._rtp,
+            call.sock,
             start_frame=start,
             on_end=functools.partial(self._stream_ended, call),
         )
@@ -677,7 +693,30 @@ class SipTransport:
         return Outcome.delivered(remote_id=call.call_id, reason=reason)
 
     async def _await_final(self, call: _Call, invite: SipMessage, deadline: float) -> SipMessage:
-        """Send the INVITE and wait for its final response (CANCEL after ringing too long)."""
+        """Send the INVITE and wait for its final response (CANCEL after ringing too long).
+
+        At most ``invite_window`` INVITE transactions are open at once: a fan-out to thousands
+        of speakers would otherwise have all of them answer in the same millisecond."""
+        slots = self._invite_slots
+        assert slots is not None
+        try:
+            async with asyncio.timeout(max(0.0, deadline - asyncio.get_running_loop().time())):
+                await slots.acquire()
+        except TimeoutError:
+            raise _Fail(
+                Outcome.retryable(
+                    f"{call.device.name}: {self.invite_window} calls were being set up already "
+                    "and no slot freed in time (invite_window)"
+                )
+            ) from None
+        try:
+            return await self._invite_in_window(call, invite, deadline)
+        finally:
+            slots.release()
+
+    async def _invite_in_window(
+        self, call: _Call, invite: SipMessage, deadline: float
+    ) -> SipMessage:
         endpoint = self._endpoint()
         loop = asyncio.get_running_loop()
         device, address = call.device, call.address
@@ -992,7 +1031,8 @@ class SipTransport:
         if codec not in ("PCMU", "PCMA"):
             return Outcome.failed(f"{device.name}: codec must be PCMU or PCMA, not {codec!r}")
         try:
-            sock = self._mcast_socket(ttl, interface)
+            sock = open_rtp_socket(self._bind_host(), ttl=ttl, interface=interface)
+            sock.connect(zone.addr)
         except OSError as exc:
             return Outcome.failed(
                 f"{device.name}: cannot open a multicast socket (ttl {ttl}, interface "
@@ -1013,12 +1053,12 @@ class SipTransport:
             state="up",
         )
         call = _Call(device, key, priority, None, zone.addr, record)
+        call.sock = sock
         call.fresh = True
         asyncio.get_running_loop().call_soon(setattr, call, "fresh", False)
         stream = RtpStream(
             payload,
             PAYLOAD_TYPES[codec],
-            zone.addr,
             sock,
             start_frame=start,
             on_end=functools.partial(self._stream_ended, call),
@@ -1036,14 +1076,8 @@ class SipTransport:
         self._remember(key, record.call_id, reason)
         return Outcome.delivered(remote_id=record.call_id, reason=reason)
 
-    def _mcast_socket(self, ttl: int, interface: str | None) -> socket.socket:
-        sock = self._mcast.get((ttl, interface))
-        if sock is None:
-            host = ANY_HOST if self.local_host in ("", ANY_HOST) else self.local_host
-            sock = self._mcast[(ttl, interface)] = open_rtp_socket(
-                host, ttl=ttl, interface=interface
-            )
-        return sock
+    def _bind_host(self) -> str:
+        return ANY_HOST if self.local_host in ("", ANY_HOST) else self.local_host
 
     # -- helpers -------------------------------------------------------------------------------
 

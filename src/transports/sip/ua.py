@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -219,8 +221,14 @@ class Dialog:
 class SipEndpoint(asyncio.DatagramProtocol):
     """One UDP socket for every call of a transport: sends requests, routes what comes back."""
 
-    def __init__(self, timers: Timers | None = None, user_agent: str = "tcs-core") -> None:
+    def __init__(
+        self,
+        timers: Timers | None = None,
+        user_agent: str = "tcs-core",
+        receive_buffer: int = 4 * 1024 * 1024,
+    ) -> None:
         self.timers = timers or Timers()
+        self.receive_buffer = receive_buffer
         self.user_agent = user_agent
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Addr = ("127.0.0.1", 0)
@@ -235,6 +243,12 @@ class SipEndpoint(asyncio.DatagramProtocol):
         """Bind the SIP socket."""
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # thousands of speakers answer at nearly the same instant: a default-sized buffer
+            # drops answers in the burst (the kernel caps this at net.core.rmem_max)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         self.transport = transport
         sockname = transport.get_extra_info("sockname")
         self.local = (sockname[0], sockname[1])
