@@ -18,8 +18,8 @@ Four measurements, N messages each, to N distinct numbers, one UCS-2 segment of 
 
 Run from the repository root::
 
-    python benchmarks/bench_sms.py                    # 5,000 messages, 64 in flight
-    python benchmarks/bench_sms.py -n 20000 -c 128
+    python benchmarks/bench_sms.py                    # 5,000 messages, 128 in flight
+    python benchmarks/bench_sms.py -n 20000 -c 256
     python benchmarks/bench_sms.py --journal-sync full   # fsync per journal write
 """
 
@@ -139,7 +139,7 @@ def line(what: str, n: int, elapsed: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--messages", type=int, default=5000)
-    parser.add_argument("-c", "--concurrency", type=int, default=64)
+    parser.add_argument("-c", "--concurrency", type=int, default=128)
     parser.add_argument("--journal-sync", choices=["normal", "full"], default="normal")
     args = parser.parse_args()
     missing = kannel_available()
