@@ -15,6 +15,7 @@ records nothing when it refuses one.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -56,6 +57,7 @@ from .state import State
 __all__ = ["OPS", "STATE", "USER", "ApiError", "Ctx", "Op", "error_response", "openapi"]
 
 STATE = web.AppKey("tcs_state", State)
+log = logging.getLogger("province_server.api")
 
 
 def _request_key(name: str) -> Any:
@@ -540,6 +542,7 @@ async def create_token(ctx: Ctx) -> Any:
             raise NotFound(f"no principal {username!r}")
     ttl = timedelta(days=b.get("ttl_days", ctx.state.config.token_ttl_days))
     issued = ctx.state.creds.issue_token(username, b["label"], ttl)
+    log.info("%s issued token %s for %s", ctx.user, issued.info.id, username)
     return {"token": issued.secret, "info": _token_json(issued.info)}
 
 
@@ -555,6 +558,7 @@ async def revoke_token(ctx: Ctx) -> Any:
     if t.username != ctx.user:
         ctx.app.authorise(ctx.user, Role.ADMIN, [None])
     ctx.state.creds.revoke_token(t.id)
+    log.info("%s revoked token %s of %s", ctx.user, t.id, t.username)
     return None
 
 
@@ -1073,7 +1077,12 @@ async def kpi_report(ctx: Ctx) -> Any:
     if fmt == "json":
         return json.loads(text_)
     media = {"html": "text/html", "csv": "text/csv"}[fmt]
-    return web.Response(text=text_, content_type=media, charset="utf-8")
+    resp = web.Response(text=text_, content_type=media, charset="utf-8")
+    # The report is shown in the dashboard's origin: it may style itself, nothing more.
+    resp.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    )
+    return resp
 
 
 async def health(ctx: Ctx) -> Any:

@@ -67,6 +67,9 @@ async def metrics_and_errors(request: web.Request, handler: Handler) -> web.Stre
     try:
         resp = await handler(request)
         status = resp.status
+        if not resp.prepared:
+            resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+            resp.headers.setdefault("Referrer-Policy", "same-origin")
         return resp
     except web.HTTPException as exc:
         status = exc.status
@@ -242,7 +245,9 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     p = state.system.principals.get(username)
     if not state.creds.check_password(username, password) or p is None or p.disabled:
         request.app[METRICS].auth_failures.labels("login").inc()
+        log.info("failed login for %r from %s", username, _client(request))
         return await login_form(request, t["login.failed"], 401, username)
+    log.info("%s logged in from %s", username, _client(request))
     sid = state.creds.start_session(username, state.config.session_ttl_s)
     resp = web.HTTPSeeOther("/dashboard")
     resp.set_cookie(
