@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import secrets
+import signal
 import sqlite3
+import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -487,3 +491,41 @@ def test_config_takes_secrets_from_environment_or_file_never_literals(tmp_path: 
     cfg_file.write_text(f'[server]\nsession_key = "{key}"\n')
     with pytest.raises(ValidationError, match="env:NAME or file:PATH"):
         ServerConfig.from_file(cfg_file, {})
+
+
+def test_command_line_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    """`python -m province_server` creates the admin from the environment, serves on the port
+    it prints, and exits 0 on SIGTERM; without a session key it exits 2 with the reason."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "examples"),
+        "TCS_SERVER_SESSION_KEY": secrets.token_hex(32),
+        "TCS_ADMIN_PASSWORD": PASSWORD,
+        "TCS_SERVER_AUTH_DB": str(tmp_path / "auth.sqlite"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "province_server",
+        "--db",
+        str(tmp_path / "tcs.sqlite"),
+        "--port",
+        "0",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert "http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.stderr else "")
+        url = line.split()[3].rstrip("/")
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as r:
+            assert json.loads(r.read())["status"] == "ok"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with SourceSystem(Settings.sqlite(str(tmp_path / "tcs.sqlite"))) as store:
+        assert store.principals.get("admin") is not None
+    del env["TCS_SERVER_SESSION_KEY"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "TCS_SERVER_SESSION_KEY" in done.stderr
