@@ -264,7 +264,11 @@ def test_inbound_message_from_the_fake_smsc_becomes_feedback_and_is_acknowledged
         )
         seen: list[Any] = []
         web_app = receiver_app(
-            transport, app, ack_text="UBND đã nhận ý kiến, mã {ref}", on_inbound=seen.append
+            transport,
+            app,
+            keywords={"XAC1": "C1"},
+            ack_text="UBND đã nhận ý kiến, mã {ref}",
+            on_inbound=seen.append,
         )
         await transport.open()
         try:
@@ -272,6 +276,8 @@ def test_inbound_message_from_the_fake_smsc_becomes_feedback_and_is_acknowledged
                 kannel.send_mo(number.lstrip("+"), "8055", "Cầu treo thôn 3 bị hỏng, đề nghị sửa")
                 assert await wait_for(lambda: seen)
                 (ack,) = await wait_for(lambda: received_by(kannel, number))
+                kannel.send_mo(number.lstrip("+"), "8055", "xac1 den duong thon 2 hong")
+                assert await wait_for(lambda: len(seen) == 2)
         finally:
             await transport.close()
         item = seen[0]
@@ -280,6 +286,10 @@ def test_inbound_message_from_the_fake_smsc_becomes_feedback_and_is_acknowledged
         assert fb.text == "Cầu treo thôn 3 bị hỏng, đề nghị sửa"
         assert fb.area_id == app.area("C2").area_id and fb.channel.value == "sms"
         assert ack.text == f"UBND đã nhận ý kiến, mã {item.feedback_id.hex[:8].upper()}"
+        plain = seen[1]  # GSM-7 text, a keyword naming another commune than the subscription
+        assert plain.text == "xac1 den duong thon 2 hong" and plain.area == "C1"
+        assert plain.feedback_id is not None
+        assert app.feedback(plain.feedback_id).area_id == app.area("C1").area_id
 
     asyncio.run(go())
 

@@ -182,6 +182,11 @@ class SmsTransport:
         self.journal = (
             journal if isinstance(journal, Journal) else Journal(journal, synchronous=journal_sync)
         )
+        if gws and self.journal.path == ":memory:":
+            log.warning(
+                "the SMS send journal is in memory: after a restart a message may be sent twice "
+                "(give SmsTransport a journal file)"
+            )
         timeout = max((g.timeout_s for g in gws), default=5.0) * 2 + 1.0
         rate = sum(g.rate_per_s for g in gws) if gws else None
         self.limits = limits or Limits(
