@@ -32,7 +32,7 @@ from tcs_core import (
     SourceSystem,
     Targets,
 )
-from tcs_core.domain.dispatch import DeliveryReceipt
+from tcs_core.domain.dispatch import RECEIPT_STATUSES, DeliveryReceipt
 from tcs_core.errors import InvalidTransition, PermissionDenied, ValidationError
 from tcs_core.testing.conformance import make_context
 from tcs_core.transport import DeviceTarget, delivery_key
@@ -255,6 +255,9 @@ def _dispatch(app: SourceSystem, n: int = 2) -> tuple[UUID, list[UUID]]:
     app.approve_broadcast(b, "ap")
     d = app.start_dispatch(b, datetime.now(UTC), ids)
     return d, ids
+
+
+_APP_FOR_RECEIPTS = make_app()
 
 
 def test_receipts_are_recorded_after_completion_and_never_go_backwards() -> None:
@@ -646,3 +649,35 @@ def test_the_receiver_token_keeps_forged_reports_and_messages_out(tmp_path: Path
 
     asyncio.run(go())
     assert _feedback_ids(app) == []
+
+
+@given(st.lists(st.sampled_from(sorted(RECEIPT_STATUSES)), min_size=1, max_size=12))
+def test_the_receipt_that_counts_is_the_first_final_else_the_highest(statuses: list[str]) -> None:
+    """Whatever order reports arrive in, the receipt held is the first final one, or else the
+    highest-ranked one; each change is stored once."""
+    app = _APP_FOR_RECEIPTS
+    d, (device, _) = _dispatch(app)
+    at = datetime.now(UTC)
+    for status in statuses:
+        app.record_receipts(d, [DeliveryReceipt(device, status, at)])
+    finals = [s for s in statuses if RECEIPT_STATUSES[s] == 3]
+    expected = finals[0] if finals else max(statuses, key=lambda s: RECEIPT_STATUSES[s])
+    receipt = app.dispatch(d).receipt(device)
+    assert receipt is not None and receipt.status == expected
+
+
+def test_the_documented_toml_builds_the_transport() -> None:
+    """The ``[transports.sms]`` example in docs/sms.md is a valid SmsTransport configuration."""
+    import re
+    import tomllib
+
+    doc = (ROOT / "docs" / "sms.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(.*?)```", doc, re.DOTALL)
+    assert block is not None
+    settings = tomllib.loads(block.group(1))["transports"]["sms"]
+    settings["journal"] = ":memory:"  # not the production path
+    transport = SmsTransport(**settings)
+    assert list(transport.gateways) == ["kannel", "brandname"]
+    brandname = transport.gateways["brandname"]
+    assert isinstance(brandname, HttpJsonGateway) and brandname.strip_diacritics
+    assert transport.limits.rate_per_s == 150
