@@ -32,6 +32,9 @@ from tcs_core import (
     Targets,
 )
 
+for _dep in ("jsonschema", "prometheus_client"):  # the server extra's dependencies
+    pytest.importorskip(_dep, reason="pip install -e '.[server]' (jsonschema, prometheus-client)")
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "examples") not in sys.path:
     sys.path.insert(0, str(ROOT / "examples"))
