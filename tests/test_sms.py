@@ -362,9 +362,11 @@ async def stub_and_transport(
     base = await stub.start()
     port = free_port()
     gateways = [
-        HttpJsonGateway(name="stub", url=f"{base}/send", sender="UBND", **gw),
+        HttpJsonGateway(name="stub", url=f"{base}/send", sender="UBND", idempotent=True, **gw),
         *[
-            HttpJsonGateway(name=m, url=f"{base}/mode/{m}/send", timeout_s=0.5, retries=1)
+            HttpJsonGateway(
+                name=m, url=f"{base}/mode/{m}/send", timeout_s=0.5, retries=1, idempotent=True
+            )
             for m in ("429", "500", "garbage", "slow")
         ],
         HttpJsonGateway(name="down", url=f"http://127.0.0.1:{free_port()}/send"),

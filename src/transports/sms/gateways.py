@@ -202,8 +202,8 @@ class HttpJsonGateway(_Common):
     ``body``: the JSON request (default ``DEFAULT_JSON_BODY``); ``headers``: header templates
     (``{secret}`` is the resolved ``secret``, e.g. ``{"Authorization": "Bearer {secret}"}``);
     ``id_field``: where the answer carries the gateway's message id (dotted path);
-    ``idempotent``: the gateway de-duplicates by our ``reference`` (a resubmission after a crash
-    is then safe at once); ``health_url``: what ``probe`` asks (default ``url``)."""
+    ``idempotent``: the gateway de-duplicates by our ``reference`` (default False; when True a
+    resubmission after a crash is safe at once); ``health_url``: what ``probe`` asks (default ``url``)."""
 
     kind: str = "json"
     method: str = attrs.field(default="POST", converter=_upper)
@@ -213,7 +213,7 @@ class HttpJsonGateway(_Common):
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_mapping)
     secret: str = ""  # env:NAME
     id_field: str = "id"
-    idempotent: bool = True
+    idempotent: bool = False  # say True only for a gateway that de-duplicates by reference
     health_url: str = ""
     number_format: NumberFormat = attrs.field(default=NumberFormat.E164, converter=NumberFormat)
 
