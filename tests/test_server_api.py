@@ -532,3 +532,26 @@ def test_command_line_serves_and_stops_cleanly(tmp_path: Path) -> None:
     del env["TCS_SERVER_SESSION_KEY"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "TCS_SERVER_SESSION_KEY" in done.stderr
+
+
+def test_passwords_change_with_the_old_one_or_by_an_admin_over_the_account(env: Env) -> None:
+    """Users change their own dashboard password with the current one; an admin over all the
+    account's areas may set it; a commune admin cannot set a province account's password."""
+    creds = env.state.creds
+    creds.set_password("viewer.a", PASSWORD)
+    me = env.client("viewer.a")
+    new = "mật-khẩu-mới-rất-dài"
+    wrong = me.post("/api/v1/session/password", {"current_password": "x", "new_password": new})
+    assert wrong[0] == 403 and wrong[1]["error"]["field"] == "current_password"
+    short = me.post(
+        "/api/v1/session/password", {"current_password": PASSWORD, "new_password": "ngắn"}
+    )
+    assert short[0] == 400 and short[1]["error"]["field"] == "body.new_password"
+    ok = me.post("/api/v1/session/password", {"current_password": PASSWORD, "new_password": new})
+    assert ok[0] == 204 and creds.check_password("viewer.a", new)
+    admin_a = env.client("admin.a")
+    assert admin_a.post("/api/v1/principals/viewer.a/password", {"password": PASSWORD})[0] == 204
+    assert creds.check_password("viewer.a", PASSWORD)
+    refused_ = admin_a.post("/api/v1/principals/operator.p/password", {"password": PASSWORD})
+    assert refused_[0] == 403
+    assert admin_a.post("/api/v1/principals/nobody/password", {"password": PASSWORD})[0] == 404

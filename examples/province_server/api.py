@@ -522,6 +522,39 @@ async def create_principal(ctx: Ctx) -> Any:
     }
 
 
+async def change_password(ctx: Ctx) -> Any:
+    b = ctx.body
+    st = ctx.state
+    wait = st.login_limiter.take("user:" + ctx.user)  # type: ignore[union-attr]
+    if wait > 0:
+        raise ApiError(
+            429, "rate_limited", "too many attempts", headers={"Retry-After": str(int(wait) + 1)}
+        )
+    if not st.creds.check_password(ctx.user, b["current_password"]):
+        raise ApiError(
+            403, "forbidden", "the current password is wrong", "current_password", "does not match"
+        )
+    from .auth import check_password_strength
+
+    st.creds.set_password(ctx.user, check_password_strength(b["new_password"]))
+    log.info("%s changed their password", ctx.user)
+    return None
+
+
+async def set_password(ctx: Ctx) -> Any:
+    username = ctx.path["username"]
+    p = ctx.app.principals.get(username)
+    if p is None:
+        raise NotFound(f"no principal {username!r}")
+    # Whoever could create this account (admin over all its areas) may reset its password.
+    ctx.app.authorise(ctx.user, Role.ADMIN, [g.area_id for g in p.grants] or [None])
+    from .auth import check_password_strength
+
+    ctx.state.creds.set_password(username, check_password_strength(ctx.body["password"]))
+    log.info("%s set the password of %s", ctx.user, username)
+    return None
+
+
 def _token_json(t: Any) -> dict[str, Any]:
     return {
         "id": t.id,
@@ -1120,6 +1153,27 @@ def _ops() -> list[Op]:
             S.PRINCIPAL,
             201,
             body=S.PRINCIPAL_IN,
+        ),
+        Op(
+            "POST",
+            "/api/v1/session/password",
+            change_password,
+            "Change your own dashboard password",
+            "auth",
+            None,
+            204,
+            body=S.PASSWORD_CHANGE,
+        ),
+        Op(
+            "POST",
+            "/api/v1/principals/{username}/password",
+            set_password,
+            "Set someone's dashboard password (admin over all their areas)",
+            "auth",
+            None,
+            204,
+            body=S.PASSWORD_SET,
+            path_schemas={"username": S.USERNAME},
         ),
         Op(
             "POST",

@@ -210,6 +210,11 @@ class S:
         ("username", "grants", "permissions", "via", "csrf_token"),
         strict=False,
     )
+    PASSWORD_CHANGE = obj(
+        {"current_password": text(256), "new_password": text(256, 12)},
+        ("current_password", "new_password"),
+    )
+    PASSWORD_SET = obj({"password": text(256, 12)}, ("password",))
     TOKEN_IN = obj(
         {
             "label": text(100),
