@@ -319,8 +319,8 @@ def _run_kills(c: _Cluster, workers: int, kills: int, seed: int) -> list[float]:
 
 def _finish(c: _Cluster, broadcasts: list[UUID]) -> int:
     """Let the settled cluster run, stop it gracefully, check the store."""
-    time.sleep(3)
-    cutoff = c.virtual(time.time() - 2)
+    time.sleep(4)
+    cutoff = c.virtual(time.time() - 3)  # what a loaded machine has certainly fired by now
     c.stop_all()
     return _check_exactly_once(c.settings, broadcasts, cutoff)
 

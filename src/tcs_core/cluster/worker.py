@@ -33,6 +33,8 @@ from datetime import datetime
 from typing import Any, TextIO
 from uuid import UUID
 
+from eventsourcing.persistence import PersistenceError
+
 from tcs_core.app import SourceSystem
 from tcs_core.cluster.leases import ClusterConfig, Heartbeat, LeaseStore, connect
 from tcs_core.cluster.partitions import partition_of
@@ -182,12 +184,16 @@ class Worker:
 
     def _info(self) -> dict[str, Any]:
         s = self.scheduler.stats if self.scheduler is not None else None
+        w = self.scheduler.writer if self.scheduler is not None else None
         return {
             "partitions": sorted(self.partitions),
             "dispatches": s.dispatches if s else 0,
             "duplicates": s.duplicates if s else 0,
             "fenced": s.fenced if s else 0,
             "deliveries": s.deliveries if s else 0,
+            "store_errors": s.store_errors if s else 0,
+            "transactions": w.transactions if w else 0,
+            "conflicts": w.conflicts if w else 0,
         }
 
     # -- the event loop ------------------------------------------------------------------------
@@ -205,7 +211,7 @@ class Worker:
             await asyncio.to_thread(self._store.ensure, conn)
         finally:
             conn.close()
-        self.app = await asyncio.to_thread(SourceSystem, self.settings)
+        self.app = await asyncio.to_thread(self._open_store)
         self.scheduler = Scheduler(
             self.app, self.transports, self.clock, self.scheduler_config, ownership=self
         )
@@ -235,6 +241,19 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(changer, self.config.lease_ttl_s)
             await self._shutdown()
+
+    def _open_store(self) -> SourceSystem:
+        """Open the application; workers starting together may race on eventsourcing's
+        ``CREATE TABLE IF NOT EXISTS`` ("tuple concurrently updated"): try again."""
+        for attempt in range(6):
+            try:
+                return SourceSystem(self.settings)
+            except PersistenceError as exc:
+                if attempt == 5:
+                    raise
+                log.warning("opening the store failed (%s); trying again", exc)
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _refresh(self) -> None:
         assert self.app is not None
@@ -308,7 +327,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         sch = self.scheduler
-        self._emit("stopping")
+        self._emit("stopping", **self._info())
         if sch is not None:
             with contextlib.suppress(Exception):
                 await sch.flush()

@@ -344,9 +344,17 @@ class Scheduler:
                 self._plan(view)
         if to_take:
             await self._take(to_take, now)
-        for dispatch_id, broadcast_id in list(self.app.dispatches.open.items()):
-            if which(broadcast_id) and self._mine(broadcast_id) and dispatch_id not in self._open:
-                await self._resume(dispatch_id, broadcast_id, now)
+        unfinished = [
+            (dispatch_id, broadcast_id)
+            for dispatch_id, broadcast_id in list(self.app.dispatches.open.items())
+            if which(broadcast_id) and self._mine(broadcast_id) and dispatch_id not in self._open
+        ]
+        # Read them off the event loop: a partition may hold thousands of unfinished dispatches.
+        get = self.app.repository.get
+        loaded: list[Any] = await asyncio.to_thread(lambda: [get(did) for did, _ in unfinished])
+        for (dispatch_id, broadcast_id), d in zip(unfinished, loaded, strict=True):
+            if self._mine(broadcast_id) and dispatch_id not in self._open:
+                await self._resume(dispatch_id, broadcast_id, now, d)
         self._wake.set()
         return sum(1 for bid in self._plans if which(bid))
 
@@ -376,6 +384,8 @@ class Scheduler:
         def command() -> Sequence[Broadcast]:
             out = []
             for bid in broadcast_ids:
+                if not self._mine(bid):  # the partition was lost meanwhile (cluster mode)
+                    continue
                 b: Any = self.app.repository.get(bid)
                 if isinstance(b, Broadcast) and b.status.value == "approved":
                     b.mark_scheduled(at, str(SYSTEM))
@@ -481,6 +491,9 @@ class Scheduler:
                 self._aggregates.pop(bid, None)  # changed elsewhere: reload when needed
             if view.status == "approved":
                 take.append(bid)
+            elif view.status == "scheduled" and bid not in self._plans and self.ownership is not None:
+                # Taken by the worker that held its partition before (cluster mode): plan it.
+                self._plan(view)
             elif view.status in ("cancelled", "expired", "rejected", "drafted", "submitted"):
                 plan = self._plans.pop(bid, None)
                 if plan is not None:
@@ -496,7 +509,11 @@ class Scheduler:
             self._wake.clear()
             take = self._apply_changes()
             if take:
-                await self._take(take, self.clock.now())
+                try:
+                    await self._take(take, self.clock.now())
+                except Exception:  # the store is away or busy: look again at the next wake-up
+                    log.warning("could not take %d approved broadcast(s)", len(take), exc_info=True)
+                    self._changes.extend(take)
             now = self.clock.now()
             self._process_due(now)
             if now >= next_flush:
@@ -958,8 +975,10 @@ class Scheduler:
 
     # -- recovery ------------------------------------------------------------------------------
 
-    async def _resume(self, dispatch_id: UUID, broadcast_id: UUID, now: datetime) -> None:
-        d: Any = self.app.repository.get(dispatch_id)
+    async def _resume(
+        self, dispatch_id: UUID, broadcast_id: UUID, now: datetime, loaded: Any = None
+    ) -> None:
+        d: Any = loaded if loaded is not None else self.app.repository.get(dispatch_id)
         if not isinstance(d, Dispatch) or d.completed_at is not None:
             return
         pending = d.pending()
