@@ -6,10 +6,11 @@ Three measurements, in this order, in the same run and process:
    ``--raw-seconds`` (the ceiling: packets/s, and the streams that rate would carry at 50 pkt/s);
 2. bare frame clock, for each N: an asyncio loop ticking every 20 ms that sends N prebuilt
    packets per tick and nothing else (no RTP state, no SIP);
-3. SipTransport, for each N: N simulated speakers (examples/simulated_speaker.py, in this
-   process) each answer a real SIP call (INVITE / 200 / ACK through the transport's UDP socket,
-   dialogs, call records, idempotency keys), then N RTP streams run on the transport's single
-   frame clock: seq, timestamp, SSRC, marker, the item's pre-encoded PCMU sliced per tick.
+3. SipTransport, for each N: N simulated speakers (examples/simulated_speaker.py, in a child
+   process, idle while measured) each answer a real SIP call (INVITE / 200 / ACK through the
+   transport's UDP socket, dialogs, call records, idempotency keys), then N RTP streams run on
+   the transport's single frame clock: seq, timestamp, SSRC, marker, the item's pre-encoded
+   PCMU sliced per tick.
 
 Every RTP packet goes to one UDP socket on 127.0.0.1 that nobody reads (the speakers' SDP
 answers point there), so receiving costs this process nothing; the kernel drops what does not
@@ -28,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import hashlib
 import io
 import math
 import os
@@ -44,9 +47,6 @@ from pathlib import Path
 from uuid import UUID
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-
-from simulated_speaker import Speaker, stop_speakers  # noqa: E402
 
 from tcs_core.domain.values import AudioContent, Channel, DeviceKind  # noqa: E402
 from tcs_core.testing.conformance import make_context  # noqa: E402
@@ -153,41 +153,71 @@ def tone(seconds: float) -> bytes:
     return buf.getvalue()
 
 
+async def start_peer(n: int, sink_port: int) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """N simulated speakers in a child process (so answering calls does not share our core);
+    their SDP answers point at ``sink_port``. Returns the process and the speakers' addresses."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "examples" / "simulated_speaker.py"),
+        "--count",
+        str(n),
+        "--media-port",
+        str(sink_port),
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    addresses = []
+    while len(addresses) < n:
+        line = await proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the speaker process ended before starting every speaker")
+        addresses.append(line.decode().strip())
+    return proc, addresses
+
+
+async def stop_peer(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(10):
+            # drain what it prints when it stops, so it is not blocked on a full pipe
+            assert proc.stdout is not None
+            await proc.stdout.read()
+            await proc.wait()
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
 async def full_transport(n: int, sink_port: int, seconds: float) -> Row:
     """N real SIP calls to simulated speakers, then N streams on the transport's clock."""
-    wav = tone(seconds + 30)
-    import hashlib
-
-    content = AudioContent("bench://tone.wav", hashlib.sha256(wav).hexdigest(), seconds + 30)
+    wav = tone(600)  # longer than any set-up plus window: every stream stays up while measured
+    content = AudioContent("bench://tone.wav", hashlib.sha256(wav).hexdigest(), 600)
 
     async def media(_: AudioContent) -> bytes:
         return wav
 
-    speakers = [Speaker(f"loa{i}", media_port=sink_port, keep_packets=False) for i in range(n)]
-    for s in speakers:
-        await s.start()
+    proc, addresses = await start_peer(n, sink_port)
     transport = SipTransport(
         local_host="127.0.0.1",
         media=media,
-        limits=Limits(concurrency=20_000, timeout_s=30.0),
-        answer_timeout_s=20.0,
+        limits=Limits(concurrency=20_000, timeout_s=60.0),
+        answer_timeout_s=50.0,
     )
     await transport.open()
     try:
         devices = [
-            DeviceTarget(UUID(int=i + 1), f"Loa {i}", DeviceKind.IP_SPEAKER, s.address, {},
+            DeviceTarget(UUID(int=i + 1), f"Loa {i}", DeviceKind.IP_SPEAKER, a, {},
                          (Channel.AUDIO,))
-            for i, s in enumerate(speakers)
+            for i, a in enumerate(addresses)
         ]  # fmt: skip
         began = time.perf_counter()
-        sem = asyncio.Semaphore(500)  # INVITEs in flight at once (as the engine's fan-out would)
-
-        async def one(d: DeviceTarget, i: int) -> bool:
-            async with sem:
-                o = await transport.deliver(d, content, f"bench.{i}", make_context())
-                return o.status.value == "delivered"
-
-        ok = sum(await asyncio.gather(*(one(d, i) for i, d in enumerate(devices))))
+        outcomes = await asyncio.gather(
+            *(transport.deliver(d, content, f"bench.{i}", make_context(duration_s=600)) for i, d in
+              enumerate(devices))
+        )  # fmt: skip
+        ok = sum(o.status.value == "delivered" for o in outcomes)
         setup = time.perf_counter() - began
         await asyncio.sleep(0.5)  # let the last streams start
         stats = transport.clock_stats
@@ -201,8 +231,10 @@ async def full_transport(n: int, sink_port: int, seconds: float) -> Row:
         stats.keep_lateness = False
         active = len(transport.clock.streams)
         p50, p99, mx = percentiles(stats.lateness)
-        note = f"{ok}/{n} calls up in {setup:.1f} s, {active} streams active, " + (
-            f"{stats.dropped} dropped"
+        retrans = transport.endpoint.retransmissions if transport.endpoint else 0
+        note = (
+            f"{ok}/{n} calls up in {setup:.1f} s ({retrans} retransmissions), "
+            f"{active} streams active, {stats.dropped} dropped"
         )
         return Row(
             "SipTransport",
@@ -217,7 +249,7 @@ async def full_transport(n: int, sink_port: int, seconds: float) -> Row:
         )
     finally:
         await transport.close()
-        await stop_speakers(speakers)
+        await stop_peer(proc)
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -454,9 +454,20 @@ async def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--behaviour", choices=BEHAVIOURS, default="auto")
     parser.add_argument("--password", default=None, help="challenge INVITEs (digest)")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    parser.add_argument(
+        "--media-port",
+        type=int,
+        default=None,
+        help="answer with this RTP port on --host and open no RTP socket (load tests)",
+    )
     args = parser.parse_args(argv)
     speakers = await start_speakers(
-        args.count, args.host, behaviour=args.behaviour, password=args.password
+        args.count,
+        args.host,
+        behaviour=args.behaviour,
+        password=args.password,
+        media_port=args.media_port,
+        keep_packets=args.media_port is None,
     )
     for s in speakers:
         print(s.address, flush=True)

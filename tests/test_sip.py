@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import itertools
 import math
 import os
 import re
@@ -355,40 +356,59 @@ def test_zones() -> None:
 # -- the frame clock ----------------------------------------------------------------------------
 
 
-def test_one_frame_clock_sends_every_stream_each_tick() -> None:
-    """One clock task sends the next frame of each stream per tick; streams end on their own."""
+@pytest.mark.parametrize("batch", [True, False], ids=["sendmmsg", "send-per-packet"])
+def test_one_frame_clock_sends_every_stream_each_tick(batch: bool) -> None:
+    """One clock task sends the next frame of each stream per tick (streams sent from the clock's
+    socket, batched or not, and streams with their own socket); streams of different lengths
+    end on their own, and one stopped mid-way sends nothing more."""
 
     async def main() -> None:
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         sink.bind(("127.0.0.1", 0))
         sink.setblocking(False)
-        socks = [open_rtp_socket("127.0.0.1") for _ in range(20)]
-        for sock in socks:
+        shared = open_rtp_socket("127.0.0.1")
+        own = [open_rtp_socket("127.0.0.1") for _ in range(10)]
+        for sock in own:
             sock.connect(sink.getsockname())
-        clock = FrameClock(stats=ClockStats(keep_lateness=True))
+        clock = FrameClock(shared, stats=ClockStats(keep_lateness=True), batch=batch)
         before = len(asyncio.all_tasks())
-        streams = [RtpStream(bytes([i]) * 160 * (5 + i), 0, socks[i], ssrc=i) for i in range(20)]
+        streams = [
+            RtpStream(
+                bytes([i]) * 160 * (5 + i),
+                0 if i % 2 else 8,
+                own[i // 2] if i % 2 else sink.getsockname(),
+                ssrc=i,
+            )
+            for i in range(20)
+        ]
         done = [clock.add(s) for s in streams]
         assert len(asyncio.all_tasks()) == before + 1  # one clock, not one timer per stream
+        await asyncio.sleep(0.07)
+        clock.stop(streams[18], "preempted")  # stopped mid-way: nothing more is sent for it
+        stopped_at = streams[18].sent
         ends = await asyncio.gather(*done)
-        assert set(ends) == {"finished"}
-        got: dict[int, list[tuple[int, int, int]]] = {}
+        assert ends.count("finished") == 19 and ends[18] == "preempted"
+        got: dict[int, list[tuple[int, int, int, bytes]]] = {}
         with contextlib.suppress(BlockingIOError):
             while True:
                 data = sink.recv(2048)
                 _, second, seq, ts, ssrc = RTP.unpack_from(data)
-                got.setdefault(ssrc, []).append((second, seq, ts))
+                got.setdefault(ssrc, []).append((second, seq, ts, data[12:]))
         for i, s in enumerate(streams):
             packets = got[i]
+            expected = stopped_at if i == 18 else 5 + i
             # a tick more than 40 ms late (a loaded machine) skips frames instead of bursting
-            assert len(packets) + s.skipped == 5 + i and s.sent == len(packets)
-            assert packets[0][0] == 0x80 and all(p[0] == 0 for p in packets[1:])  # marker first
+            assert len(packets) + s.skipped == expected and s.sent == len(packets)
+            pt = 0 if i % 2 else 8
+            assert packets[0][0] == 0x80 | pt and all(p[0] == pt for p in packets[1:])
+            assert all(p[3] == bytes([i]) * 160 for p in packets)  # its own payload
+            assert all((b[1] - a[1]) & 0xFFFF == 1 for a, b in itertools.pairwise(packets))
+        assert clock.batched is (batch and sys.platform == "linux")
         assert clock.stats.packets == sum(len(p) for p in got.values())
         await clock.close()
-        for sock in socks:
+        for sock in (*own, shared, sink):
             sock.close()
-        sink.close()
 
     run(main)
 

@@ -219,6 +219,7 @@ class SipTransport:
         self.clock_stats = ClockStats()
         self.clock = FrameClock(stats=self.clock_stats)
         self.endpoint: SipEndpoint | None = None
+        self._rtp: socket.socket | None = None  # sends every unicast stream (see FrameClock)
         self._calls: dict[UUID, _Call] = {}
         self._inflight: dict[str, asyncio.Task[Outcome]] = {}
         self._delivered: OrderedDict[str, tuple[str, str]] = OrderedDict()
@@ -238,6 +239,8 @@ class SipTransport:
         endpoint = SipEndpoint(self.timers, user_agent="tcs-core SipTransport")
         await endpoint.open(self.local_host, self.sip_port)
         self.endpoint = endpoint
+        self._rtp = open_rtp_socket(self._bind_host())
+        self.clock.attach(self._rtp)
 
     async def close(self) -> None:
         """End every call (BYE), stop the clock, close the sockets, cancel renders."""
@@ -257,6 +260,9 @@ class SipTransport:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.clock.close()
         await self.cache.close()
+        if self._rtp is not None:
+            self._rtp.close()
+            self._rtp = None
         if self.endpoint is not None:
             self.endpoint.close()
             self.endpoint = None
@@ -536,10 +542,8 @@ class SipTransport:
         device, address = call.device, call.address
         assert address is not None
         local = self._local_for(call.dest[0])
-        # one RTP socket per call, connected to the speaker once it answers: a connected
-        # send() costs about half a sendto() (no address parsing, no route lookup per packet)
-        call.sock = open_rtp_socket(self._bind_host())
-        rtp_port = call.sock.getsockname()[1]
+        assert self._rtp is not None
+        rtp_port = self._rtp.getsockname()[1]
         sdp = sdp_offer(local, rtp_port, profile.codecs, secrets.randbits(31), profile.direction)
         uri = address.uri + profile.uri_params
         call.call_id = call.record.call_id = f"{secrets.token_hex(10)}@{local}"
@@ -662,19 +666,19 @@ class SipTransport:
         if end is not None and end * FRAME_BYTES < len(payload):
             payload = payload[: end * FRAME_BYTES]
         try:
-            call.sock.connect((media.host, media.port))
-        except OSError as exc:
+            socket.inet_aton(media.host)
+        except OSError:
             await self._bye(call, local)
             raise _Fail(
                 Outcome.failed(
                     f"{device.name} ({address.hostport}) answered with media address "
-                    f"{media.host}:{media.port} that cannot be used: {exc.strerror or exc}"
+                    f"{media.host!r}, which is not an IPv4 address"
                 )
             ) from None
         stream = RtpStream(
             payload,
             PAYLOAD_TYPES[codec],
-            call.sock,
+            (media.host, media.port),
             start_frame=start,
             on_end=functools.partial(self._stream_ended, call),
         )
