@@ -491,12 +491,16 @@ class SmsTransport:
         gate = self._gates.get(gw.name)
         if gate is None:
             gate = self._gates[gw.name] = asyncio.Semaphore(gw.concurrency)
-        remaining = deadline - time.monotonic()
-        try:
-            async with asyncio.timeout(max(0.0, remaining)):
-                await gate.acquire()
-        except TimeoutError:
-            return Answer(AnswerKind.RETRY, f"all {gw.concurrency} connections to {gw.name} busy")
+        if gate.locked():  # wait for a connection slot, within the budget
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await gate.acquire()
+            except TimeoutError:
+                return Answer(
+                    AnswerKind.RETRY, f"all {gw.concurrency} connections to {gw.name} busy"
+                )
+        else:
+            await gate.acquire()  # free: returns at once
         try:
             wait = self._paces[gw.name].claim(deadline - time.monotonic() - 0.05)
             if wait is None:
@@ -529,13 +533,17 @@ class SmsTransport:
         timeout = min(gw.timeout_s, max(0.05, deadline - time.monotonic()))
         session = self._ensure_session()
         try:
-            async with asyncio.timeout(timeout):
-                async with session.request(
-                    method, url, params=query or None, data=body, headers=headers
-                ) as resp:
-                    answer = await resp.content.read(_MAX_ANSWER)
-                    status, retry_after = resp.status, resp.headers.get("Retry-After")
-        except TimeoutError:
+            async with session.request(
+                method,
+                url,
+                params=query or None,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
+                answer = await resp.content.read(_MAX_ANSWER)
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+        except TimeoutError:  # also aiohttp's own timeouts (subclasses of it)
             return Answer(
                 AnswerKind.AMBIGUOUS,
                 f"no answer from gateway {gw.name} ({url}) within {timeout:.3g} s",
