@@ -107,6 +107,7 @@
             el("th", {}, tr("status")))), el("tbody", {}, ...rows)));
       }
     }
+    live.reload = load;
     live.device = (d) => {
       const row = document.querySelector('[data-device-id="' + d.id + '"]');
       if (!row) { load(); return; }
@@ -143,6 +144,7 @@
     }
     live.dispatch = load;
     live.broadcast = load;
+    live.reload = load;
     await load();
   }
 
@@ -262,6 +264,7 @@
       if (cell) cell.textContent = dispatchText(d); else load();
     };
     live.broadcast = load;
+    live.reload = load;
     await load();
   }
   function emergencyBox() {
@@ -309,8 +312,10 @@
   function connect() {
     const es = new EventSource("/api/v1/events");
     const dot = document.getElementById("live");
-    es.onopen = () => dot.classList.add("on");
-    es.onerror = () => dot.classList.remove("on");
+    let down = false;
+    // Events carry current state, not deltas: after a reconnect, reload what the page shows.
+    es.onopen = () => { dot.classList.add("on"); if (down && live.reload) live.reload(); down = false; };
+    es.onerror = () => { dot.classList.remove("on"); down = true; };
     for (const kind of ["device", "dispatch", "broadcast"]) {
       es.addEventListener(kind, (e) => { if (live[kind]) live[kind](JSON.parse(e.data)); });
     }
