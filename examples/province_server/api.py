@@ -14,6 +14,7 @@ records nothing when it refuses one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -1099,14 +1100,22 @@ async def kpi_report(ctx: Ctx) -> Any:
     plan = next((p for p, _ in _plans(ctx) if p.id == ctx.query["plan"]), None)
     if plan is None:
         raise NotFound(f"no plan {ctx.query['plan']!r} for an area you can view")
-    kpis = ctx.state.extras.get("kpis")
-    if kpis is None:
-        kpis = ctx.state.extras["kpis"] = Kpis(ctx.app)
     as_of = date.fromisoformat(ctx.query["as_of"]) if "as_of" in ctx.query else ctx.state.today()
-    report = build_report(kpis, plan, as_of)
     fmt = ctx.query.get("format", "json")
     lang = ctx.query.get("lang", "vi")
-    text_ = render(report, fmt, lang)
+    extras = ctx.state.extras
+    lock = extras.setdefault("kpi_lock", asyncio.Lock())
+
+    def build() -> str:
+        # The first report reads the whole log into the KPI projection (seconds on a national
+        # store): a worker thread keeps the loop, and so the live events, responsive.
+        kpis = extras.get("kpis")
+        if kpis is None:
+            kpis = extras["kpis"] = Kpis(ctx.app)
+        return str(render(build_report(kpis, plan, as_of), fmt, lang))
+
+    async with lock:  # one projection, one builder at a time
+        text_ = await asyncio.to_thread(build)
     if fmt == "json":
         return json.loads(text_)
     media = {"html": "text/html", "csv": "text/csv"}[fmt]
