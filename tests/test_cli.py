@@ -380,13 +380,16 @@ def test_events_tail_follow_prints_new_events(
 
 
 @pytest.mark.slow
-def test_demo_runs_twice_on_the_same_database(
+def test_minimal_demo_runs_twice_when_the_province_demo_is_not_installed(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`tcs demo` loads the history into ./tcs-demo.sqlite, dispatches, and can run again."""
+    """Without the province demo (a wheel has no examples/), `tcs demo` says so in one line and
+    runs the minimal demo: history into ./tcs-demo.sqlite, one bulletin dispatched, reusable."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_demo_cache", [None, "not installed"])
     code, out, err = run(capsys, "--lang", "en", "demo")
     assert code == 0, err
+    assert "province demo could not be loaded (not installed)" in out
     db = tmp_path / "tcs-demo.sqlite"
     assert db.exists()
     assert row(out, "Database") == str(db)
@@ -409,6 +412,14 @@ def test_demo_runs_twice_on_the_same_database(
     with SourceSystem(Settings.sqlite(db)) as app:
         assert all(app.principals.get(u) for u in ("admin", "op.iapia", "duyet.iapia"))
         assert {d.transport for d in app.devices.all()} == {"simulated"}
+
+
+def test_demo_options_come_from_the_province_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    """`tcs demo --help` lists the options the province demo's entry point adds."""
+    code, out, _ = run(capsys, "--lang", "en", "demo", "--help")
+    assert code == 0
+    for option in ("--province", "--port", "--speed", "--exit", "--device-ports"):
+        assert option in out
 
 
 def test_demo_refuses_a_store_with_only_the_2025_structure(

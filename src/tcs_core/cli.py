@@ -102,8 +102,10 @@ MESSAGES: dict[str, dict[Lang, str]] = {
         "en": "keep polling every second until Ctrl-C",
     },
     "cmd.demo": {
-        "vi": "chạy thử: nạp địa giới, tạo tài khoản, thiết bị, duyệt và phát một bản tin",
-        "en": "demo: load areas, create accounts and devices, approve and dispatch a bulletin",
+        "vi": "chạy thử: một tỉnh thật, loa, bảng tin và SMS mô phỏng, một ngày phát tin "
+        "trên đồng hồ tăng tốc, trang điều hành",
+        "en": "demo: a real province, simulated speakers, boards and SMS, a day of bulletins "
+        "on an accelerated clock, the dashboard",
     },
     # errors
     "error": {"vi": "Lỗi", "en": "Error"},
@@ -173,6 +175,10 @@ MESSAGES: dict[str, dict[Lang, str]] = {
     "col.actor": {"vi": "Người thực hiện", "en": "Actor"},
     "col.summary": {"vi": "Tóm tắt", "en": "Summary"},
     # demo
+    "demo.fallback": {
+        "vi": "Không nạp được bản chạy thử tỉnh ({reason}); chạy bản chạy thử tối giản.",
+        "en": "The province demo could not be loaded ({reason}); running the minimal demo.",
+    },
     "demo.loading": {
         "vi": "Lần chạy đầu: nạp lịch sử địa giới (khoảng 10 giây)…",
         "en": "First run: loading the area history (about 10 seconds)…",
@@ -335,8 +341,10 @@ def _count_type(out: _Out) -> Callable[[str], int]:
     return parse
 
 
-def build_parser(out: _Out) -> argparse.ArgumentParser:
-    """The ``tcs`` argument parser, with help texts in ``out``'s language."""
+def build_parser(out: _Out, *, demo_options: bool = True) -> argparse.ArgumentParser:
+    """The ``tcs`` argument parser, with help texts in ``out``'s language.
+
+    ``demo_options``: add the province demo's options to ``tcs demo`` (loads its entry point)."""
     t = out.t
     p = _Parser(prog="tcs", description=t("prog.description"))
     p.add_argument("--version", action="version", version=f"tcs (tcs-core) {__version__}")
@@ -382,6 +390,11 @@ def build_parser(out: _Out) -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help=t("cmd.demo"), description=t("cmd.demo"), parents=[common]
     )
+    # The province demo (examples/) adds its own options; only loaded when `demo` is asked for,
+    # since it imports the server and the transports.
+    entry = _demo_entry_point() if demo_options else None
+    if entry is not None:
+        entry.add_arguments(demo, out.lang)
     demo.set_defaults(func=_cmd_demo)
 
     sim = commands.add_parser(
@@ -425,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     out = _Out(_pre_lang(args_list), _console(), _console(stderr=True))
     try:
-        args = build_parser(out).parse_args(args_list)
+        args = build_parser(out, demo_options="demo" in args_list).parse_args(args_list)
         func = cast(Callable[[_Out, argparse.Namespace], int], args.func)
         return func(out, args)
     except SystemExit as exc:  # --help, --version
@@ -800,9 +813,42 @@ def _run_broadcast(app: SourceSystem) -> tuple[Broadcast, dict[str, int], int]:
     return app.broadcast(bid), dispatch.counts(), len(dispatch.device_ids)
 
 
+DEMO_ENTRY_POINT = "province"
+_demo_cache: list[Any] = []  # [entry point object or None, reason]
+
+
+def _demo_entry_point() -> Any:
+    """The ``tcs_core.demos`` entry point ``province`` (examples/province_server/demo.py), or
+    None when it cannot be loaded (e.g. installed from a wheel, which has no examples)."""
+    if not _demo_cache:
+        from importlib.metadata import entry_points
+
+        found: Any = None
+        reason = "no entry point tcs_core.demos:province"
+        for ep in entry_points(group="tcs_core.demos"):
+            if ep.name != DEMO_ENTRY_POINT:
+                continue
+            try:
+                found = ep.load()
+            except Exception as exc:  # ImportError and whatever the module raises on import
+                reason = f"{ep.value}: {type(exc).__name__}: {exc}"
+            break
+        _demo_cache[:] = [found, reason]
+    return _demo_cache[0]
+
+
 def _cmd_demo(out: _Out, args: argparse.Namespace) -> int:
-    started = time.perf_counter()
     settings = _settings(args, default_db=str(Path(DEMO_DB).resolve()))
+    entry = _demo_entry_point()
+    if entry is not None:
+        return int(entry.run(args, settings=settings, lang=out.lang, console=out.console))
+    out.console.print(out.t("demo.fallback", reason=_demo_cache[1]), style="yellow")
+    return _minimal_demo(out, settings)
+
+
+def _minimal_demo(out: _Out, settings: Settings) -> int:
+    """One emergency bulletin to simulated devices (the demo when examples/ is not installed)."""
+    started = time.perf_counter()
     with SourceSystem(settings) as app:
         _ensure_history(app, out)
         commune = app.area(DEMO_COMMUNE)
