@@ -56,8 +56,13 @@ def config(tmp: Path, **overrides: Any) -> ServerConfig:
 class Env:
     """A running server, its store and a token per principal."""
 
-    def __init__(self, tmp: Path, scheduler: bool = False, **overrides: Any) -> None:
-        self.system = SourceSystem(Settings.in_memory())
+    def __init__(
+        self, tmp: Path, scheduler: bool = False, store: str = "memory", **overrides: Any
+    ) -> None:
+        settings = (
+            Settings.sqlite(str(tmp / "tcs.sqlite")) if store == "sqlite" else Settings.in_memory()
+        )
+        self.system = SourceSystem(settings)
         self.devices = seed(self.system)
         write_plan(tmp / "plans")
         self.transport = MemoryTransport("memory")
@@ -400,39 +405,48 @@ def test_login_and_token_use_are_rate_limited(tmp_path: Path) -> None:
         assert 'tcs_rate_limited_total{kind="token"}' in text
 
 
+def open_stream(env: Env, user: str) -> http.client.HTTPResponse:
+    """An open /api/v1/events stream, its greeting read."""
+    conn = http.client.HTTPConnection("127.0.0.1", env.server.port, timeout=10)
+    conn.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {env.tokens[user]}"})
+    r = conn.getresponse()
+    assert r.status == 200 and r.getheader("Content-Type", "").startswith("text/event-stream")
+    assert r.readline().startswith(b"retry:")
+    while r.readline().strip():  # the rest of the greeting, up to its blank line
+        pass
+    return r
+
+
+def next_event(
+    stream: http.client.HTTPResponse, kind: str, match: Any, timeout: float = 15.0
+) -> dict[str, Any]:
+    """The first ``kind`` event whose data satisfies ``match``."""
+    deadline = time.monotonic() + timeout
+    event = ""
+    while time.monotonic() < deadline:
+        line = stream.readline().decode().strip()
+        if line.startswith("event:"):
+            event = line.split(":", 1)[1].strip()
+        elif line.startswith("data:") and event == kind:
+            data = json.loads(line.split(":", 1)[1])
+            if match(data):
+                return data  # type: ignore[no-any-return]
+    raise AssertionError(f"no matching {kind} event within {timeout} s")
+
+
 def test_live_events_stream_device_status_within_scope(env: Env) -> None:
     """/api/v1/events streams a device's status change to a viewer of its commune, and not to a
     viewer of another commune."""
 
-    def open_stream(user: str) -> http.client.HTTPResponse:
-        conn = http.client.HTTPConnection("127.0.0.1", env.server.port, timeout=10)
-        conn.request(
-            "GET", "/api/v1/events", headers={"Authorization": f"Bearer {env.tokens[user]}"}
-        )
-        r = conn.getresponse()
-        assert r.status == 200 and r.getheader("Content-Type", "").startswith("text/event-stream")
-        assert r.readline().startswith(b"retry:")
-        while r.readline().strip():  # the rest of the greeting, up to its blank line
-            pass
-        return r
-
-    a, b = open_stream("viewer.a"), open_stream("viewer.b")
+    a, b = open_stream(env, "viewer.a"), open_stream(env, "viewer.b")
     time.sleep(0.3)
     did = str(env.devices["A"][0])
     assert (
         env.client("operator.a").post(f"/api/v1/devices/{did}/status", {"status": "maintenance"})[0]
         == 200
     )
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
-    event = ""
-    while time.monotonic() < deadline and not got:
-        line = a.readline().decode().strip()
-        if line.startswith("event:"):
-            event = line.split(":", 1)[1].strip()
-        elif line.startswith("data:") and event == "device":
-            got.append(json.loads(line.split(":", 1)[1]))
-    assert got and got[0]["id"] == did and got[0]["status"] == "maintenance"
+    got = next_event(a, "device", lambda d: d["id"] == did)
+    assert got["status"] == "maintenance"
     # B's stream stays quiet (a keep-alive would come only after 15 s): nothing within 1 s.
     b.fp.raw._sock.settimeout(1.0)  # type: ignore[union-attr]
     with pytest.raises(TimeoutError):
@@ -449,16 +463,25 @@ def test_metrics_in_prometheus_text_format(env: Env) -> None:
     assert "tcs_store_position" in text
 
 
-def test_a_scheduler_dispatches_and_the_api_shows_the_outcomes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_scheduler_dispatches_and_the_api_shows_the_outcomes(tmp_path: Path, store: str) -> None:
     """With a Scheduler (MemoryTransport) started by the app, an approved bulletin is dispatched
-    at its instant; the dispatch, its per-device outcomes and today's schedule show it."""
-    with Env(tmp_path, scheduler=True) as e:
+    at its instant; the dispatch, its per-device outcomes, today's schedule and the live stream
+    show it (in memory, and on SQLite where the scheduler's writer thread records)."""
+    with Env(tmp_path, scheduler=True, store=store) as e:
         op, ap = e.client("operator.a"), e.client("approver.p")
         at = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
         body = bulletin(schedule={"kind": "once", "instants": [at], "duration_s": 1})
         bid = op.post("/api/v1/broadcasts", body)[1]["id"]
         op.post(f"/api/v1/broadcasts/{bid}/submit")
+        stream = open_stream(e, "viewer.a")
         assert ap.post(f"/api/v1/broadcasts/{bid}/approve")[0] == 200
+        progress = next_event(
+            stream,
+            "dispatch",
+            lambda d: d["broadcast_id"] == bid and d["counts"]["delivered"] == 3,
+        )
+        assert progress["devices"] == 3 and progress["counts"]["pending"] == 0
         deadline = time.monotonic() + 15
         ds: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
