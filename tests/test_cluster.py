@@ -48,6 +48,7 @@ from tcs_core.errors import ValidationError
 from tcs_core.memory import MemoryTransport
 from tcs_core.schedule import next_occurrence
 from tcs_core.scheduler import Scheduler, VirtualClock
+from tcs_core.transport import delivery_key
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 STARTED = "tcs.dispatch.started"
@@ -353,6 +354,27 @@ def test_three_workers_random_kills_rebalance_exactly_once(cluster: _Cluster) ->
     assert checked >= 16 * 20
 
 
+@pytest.mark.postgres
+@pytest.mark.timeout(90)
+def test_graceful_stop_hands_over_within_two_heartbeats(cluster: _Cluster) -> None:
+    """A worker stopped with SIGTERM flushes, releases its leases and leaves: the other worker
+    rebuilds its partitions within two heartbeats (not a lease time), its exit code is 0, and
+    every occurrence is still dispatched exactly once."""
+    broadcasts = _seed(cluster.settings, 8)
+    cluster.spawn("a")
+    leaving = cluster.spawn("b")
+    held = cluster.firing()["b"]
+    time.sleep(random.uniform(0.2, 2.0))
+    stopped_at = time.time()
+    leaving.proc.send_signal(signal.SIGTERM)
+    took = _takeover(cluster, "b", held, stopped_at)
+    assert leaving.proc.wait(30) == 0
+    assert took <= 2 * RENEW_S + MARGIN_S, f"handover took {took:.2f} s"
+    cluster.dead.append(cluster.procs.pop("b"))
+    checked = _finish(cluster, broadcasts)
+    print(f"graceful handover: {took:.2f} s; {checked} occurrences checked")
+
+
 # --------------------------------------------------------------------------- network fault
 
 
@@ -528,6 +550,42 @@ def test_fence_then_adopt_rebuilds_from_store(pg: Settings) -> None:
     _, per_broadcast = _dispatched(pg)
     for b in broadcasts:
         assert sorted(x.hour for x in per_broadcast[b]) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.postgres
+def test_dispatch_saved_first_by_a_stale_owner_is_delivered_by_the_owner(pg: Settings) -> None:
+    """When a worker that has since lost the partition saved an occurrence's Dispatch first
+    (its write arrived late), the owner's firing meets DispatchExists, counts a duplicate, and
+    delivers what the stale worker left unfinished, with the original idempotency keys; the
+    dispatch completes and is stored once."""
+    (bid,) = _seed(pg, 1, cron="0 * * * *")
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    one = t0 + timedelta(hours=1)
+    app, stale = SourceSystem(pg), SourceSystem(pg)
+    speakers = MemoryTransport("memory")
+    s = Scheduler(app, [speakers], VirtualClock(t0), ownership=_Fence())
+
+    async def run() -> None:
+        await s.start()
+        await s.run_until(t0 + timedelta(minutes=30))
+        device = next(d.device_id for d in stale.devices.all() if d.name == "Loa 79001")
+        stale.start_dispatch(bid, one, [device])  # the stale owner's late write
+        await s.run_until(one + timedelta(minutes=30))
+        await s.stop()
+
+    try:
+        asyncio.run(run())
+        assert s.stats.duplicates == 1 and s.stats.resumed_dispatches == 1
+        d = app.dispatch_of(bid, one)
+        assert d is not None and d.completed_at is not None
+        assert d.counts()["delivered"] == 1
+        keys = {p.key for played in speakers.played.values() for p in played}
+        assert delivery_key(d.id, UUID(d.device_ids[0])) in keys
+    finally:
+        app.close()
+        stale.close()
+    per_id, _ = _dispatched(pg)
+    assert set(per_id.values()) == {1}
 
 
 # --------------------------------------------------------------------------- pieces

@@ -647,6 +647,8 @@ class Scheduler:
         for (plan, occ, devices, dispatch), result in zip(jobs, results, strict=True):
             if isinstance(result, DispatchExists):  # someone else fired it: not an error
                 self.stats.duplicates += 1
+                if self.ownership is not None:
+                    self._spawn(self._finish_theirs(dispatch.id, plan.broadcast_id))
                 continue
             if isinstance(result, _Fenced):
                 self.stats.fenced += 1
@@ -974,6 +976,14 @@ class Scheduler:
             await self.writer.run(self._outcome_command(opened, opened.buffer, {}, True))
 
     # -- recovery ------------------------------------------------------------------------------
+
+    async def _finish_theirs(self, dispatch_id: UUID, broadcast_id: UUID) -> None:
+        """Cluster mode: a worker that has since lost this partition saved the Dispatch first
+        (only the owner fires, so the other was a stale owner whose write arrived late). It no
+        longer delivers for this partition: deliver what it left unfinished."""
+        d: Any = await asyncio.to_thread(self.app.repository.get, dispatch_id)
+        if self._mine(broadcast_id) and dispatch_id not in self._open:
+            await self._resume(dispatch_id, broadcast_id, self.clock.now(), d)
 
     async def _resume(
         self, dispatch_id: UUID, broadcast_id: UUID, now: datetime, loaded: Any = None
