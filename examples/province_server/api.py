@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -55,7 +55,18 @@ from tcs_core.schedule import occurrences
 from .schemas import S, Schema, validator
 from .state import State
 
-__all__ = ["OPS", "STATE", "USER", "ApiError", "Ctx", "Op", "error_response", "openapi"]
+__all__ = [
+    "OPS",
+    "STATE",
+    "USER",
+    "ApiError",
+    "Ctx",
+    "Op",
+    "Param",
+    "error_response",
+    "openapi",
+    "wrap",
+]
 
 STATE = web.AppKey("tcs_state", State)
 log = logging.getLogger("province_server.api")
@@ -1594,10 +1605,12 @@ _ERRORS = {
 }
 
 
-def openapi(extra: list[tuple[str, str, dict[str, Any]]] = ()) -> dict[str, Any]:  # type: ignore[assignment]
-    """The OpenAPI 3.1 document of ``OPS`` (plus ``extra`` hand-described paths)."""
+def openapi(
+    extra: Sequence[tuple[str, str, dict[str, Any]]] = (), ops: Sequence[Op] | None = None
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``ops`` (default ``OPS``) plus hand-described paths."""
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPS:
+    for op in OPS if ops is None else ops:
         item: dict[str, Any] = {
             "operationId": op.operation_id,
             "summary": op.summary,

@@ -7,7 +7,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,19 @@ from tcs_core import SourceSystem
 from tcs_core.scheduler import Scheduler
 
 from . import dashboard
-from .api import OPS, SID, STATE, USER, VIA, ApiError, error_response, lang_of, openapi, wrap
+from .api import (
+    OPS,
+    SID,
+    STATE,
+    USER,
+    VIA,
+    ApiError,
+    Op,
+    error_response,
+    lang_of,
+    openapi,
+    wrap,
+)
 from .auth import CredentialStore
 from .config import ServerConfig
 from .live import LiveHub, Metrics
@@ -371,9 +383,12 @@ async def openapi_json(request: web.Request) -> web.StreamResponse:
     return web.json_response(doc, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document the app serves at /openapi.json."""
-    return openapi([("/api/v1/events", "get", EVENTS_DOC), ("/metrics", "get", METRICS_DOC)])
+def openapi_document(ops: Iterable[Op] = ()) -> dict[str, Any]:
+    """The OpenAPI 3.1 document the app serves at /openapi.json (with ``ops`` added)."""
+    return openapi(
+        [("/api/v1/events", "get", EVENTS_DOC), ("/metrics", "get", METRICS_DOC)],
+        [*OPS, *ops],
+    )
 
 
 # -- the factory ------------------------------------------------------------------------------
@@ -401,13 +416,17 @@ def create_app(
     registry: CollectorRegistry | None = None,
     credentials: CredentialStore | None = None,
     start_scheduler: bool = False,
+    ops: Iterable[Op] = (),
 ) -> web.Application:
     """The province server for ``system``.
 
     ``scheduler``: shown in /healthz and /metrics; started and stopped with the app if
     ``start_scheduler``. ``registry``: the Prometheus registry to add the server's metrics to
     (default: a new one). ``credentials``: the credential store (default: ``config.auth_db``).
+    ``ops``: more operations (e.g. a deployment's own endpoints): routed, validated,
+    authenticated and documented exactly like the built-in ones.
     """
+    ops = list(ops)
     creds = credentials or CredentialStore(config.auth_db, config.session_key)
     _bootstrap(system, config, creds)
     state = State(system, config, creds, scheduler)
@@ -421,12 +440,12 @@ def create_app(
     app[SCHEDULER_OWNED] = bool(scheduler is not None and start_scheduler)
     if scheduler is not None:
         _scheduler_metrics(m, scheduler)
-    for op in OPS:
+    for op in [*OPS, *ops]:
         app.router.add_route(op.method, op.path, wrap(op), name=op.operation_id)
     app.router.add_get("/api/v1/events", events, name="events")
     app.router.add_get("/metrics", metrics, name="metrics")
     app.router.add_get("/openapi.json", openapi_json, name="openapi")
-    app[OPENAPI] = openapi_document()
+    app[OPENAPI] = openapi_document(ops)
     app.router.add_get("/", root)
     app.router.add_get("/login", login_get)
     app.router.add_post("/login", login_post)
