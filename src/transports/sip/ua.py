@@ -37,6 +37,7 @@ __all__ = [
 log = logging.getLogger("transports.sip.ua")
 
 Addr = tuple[str, int]
+_DRAIN = 512  # datagrams read per wake-up of the SIP socket
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,12 @@ class Dialog:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-class SipEndpoint(asyncio.DatagramProtocol):
-    """One UDP socket for every call of a transport: sends requests, routes what comes back."""
+class SipEndpoint:
+    """One UDP socket for every call of a transport: sends requests, routes what comes back.
+
+    The socket is read with ``loop.add_reader`` and drained (up to ``_DRAIN`` datagrams) on
+    each wake-up: asyncio's datagram transport reads one datagram per loop iteration, and an
+    iteration can include a long frame-clock tick, so thousands of answers would trickle in."""
 
     def __init__(
         self,
@@ -230,7 +235,8 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self.timers = timers or Timers()
         self.receive_buffer = receive_buffer
         self.user_agent = user_agent
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.local: Addr = ("127.0.0.1", 0)
         self.transactions: dict[str, ClientTransaction] = {}
         self.dialogs: dict[str, Dialog] = {}
@@ -238,20 +244,26 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self._by_peer: dict[Addr, set[str]] = {}
         self.retransmissions = 0
         self.malformed = 0
+        self.send_drops = 0
 
     async def open(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Bind the SIP socket."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
             # thousands of speakers answer at nearly the same instant: a default-sized buffer
             # drops answers in the burst (the kernel caps this at net.core.rmem_max)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
-        self.transport = transport
-        sockname = transport.get_extra_info("sockname")
-        self.local = (sockname[0], sockname[1])
+            sock.bind((host, port))
+            loop.add_reader(sock.fileno(), self._readable)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock, self._loop = sock, loop
+        name = sock.getsockname()
+        self.local = (str(name[0]), int(name[1]))
 
     def close(self) -> None:
         """Stop every transaction and close the socket."""
@@ -261,14 +273,40 @@ class SipEndpoint(asyncio.DatagramProtocol):
             handle.cancel()
         self._linger.clear()
         self.dialogs.clear()
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
 
     def send(self, data: bytes, dest: Addr) -> None:
-        """Send a datagram (silently nothing once closed)."""
-        if self.transport is not None:
-            self.transport.sendto(data, dest)
+        """Send a datagram (nothing once closed; a full send buffer drops it, and the
+        transaction's retransmission timer sends it again)."""
+        if self.sock is None:
+            return
+        try:
+            self.sock.sendto(data, dest)
+        except (BlockingIOError, InterruptedError):
+            self.send_drops += 1
+        except OSError as exc:  # e.g. an ICMP error of an earlier datagram, reported now
+            log.debug("SIP send to %s: %s", dest, exc)
+
+    def _readable(self) -> None:
+        sock = self.sock
+        for _ in range(_DRAIN):
+            if sock is None:
+                return
+            try:
+                data, addr = sock.recvfrom(65_535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # An ICMP error on the shared socket cannot be tied to one peer: the
+                # transactions concerned end on their own timers with "no answer".
+                log.debug("SIP socket error: %s", exc)
+                continue
+            self.datagram_received(data, addr)
+            sock = self.sock
 
     def start(self, request: SipMessage, dest: Addr) -> ClientTransaction:
         """Send ``request`` to ``dest`` as a new client transaction."""
@@ -289,12 +327,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
             if not peers:
                 del self._by_peer[tx.dest]
 
-    # -- asyncio.DatagramProtocol ----------------------------------------------------------------
-
-    def error_received(self, exc: Exception) -> None:
-        # An ICMP error on the shared socket cannot be tied to one peer: the transactions
-        # concerned end on their own timers with "no answer".
-        log.debug("SIP socket error: %s", exc)
+    # -- what arrives -----------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         peer: Addr = (str(addr[0]), int(addr[1]))
