@@ -16,7 +16,8 @@ Every RTP packet goes to one UDP socket on 127.0.0.1 that nobody reads (the spea
 answers point there), so receiving costs this process nothing; the kernel drops what does not
 fit. For 2 and 3: tick lateness (actual tick start - scheduled start) p50 / p99 / max over
 ``--seconds`` once all N streams are up, CPU (process time / wall time over the window), ticks
-skipped, and packets/s actually sent.
+skipped, and packets/s actually sent; for 3 also the CPU time of one tick's work (p50: the
+headroom left in each 20 ms on a core of one's own).
 
 Run from the repository root (takes about 2 minutes)::
 
@@ -222,11 +223,25 @@ async def full_transport(n: int, sink_port: int, seconds: float) -> Row:
         await asyncio.sleep(0.5)  # let the last streams start
         stats = transport.clock_stats
         stats.lateness.clear()
+        stats.tick_cpu.clear()
         stats.keep_lateness = True
         skipped0, packets0 = stats.skipped_ticks, stats.packets
+        pauses: list[float] = []
+        began_gc = [0.0]
+
+        def gc_watch(phase: str, info: dict[str, int]) -> None:
+            if info.get("generation") != 2:
+                return
+            if phase == "start":
+                began_gc[0] = time.perf_counter()
+            else:
+                pauses.append(time.perf_counter() - began_gc[0])
+
+        gc.callbacks.append(gc_watch)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await asyncio.sleep(seconds)
         wall = time.perf_counter() - wall0
+        gc.callbacks.remove(gc_watch)
         cpu = (time.process_time() - cpu0) / wall
         stats.keep_lateness = False
         active = len(transport.clock.streams)
@@ -234,7 +249,9 @@ async def full_transport(n: int, sink_port: int, seconds: float) -> Row:
         retrans = transport.endpoint.retransmissions if transport.endpoint else 0
         note = (
             f"{ok}/{n} calls up in {setup:.1f} s ({retrans} retransmissions), "
-            f"{active} streams active, {stats.dropped} dropped"
+            f"{active} streams active, {stats.dropped} dropped, {len(pauses)} full GCs, "
+            f"tick CPU p50 {statistics.median(stats.tick_cpu or [0]) * 1000:.1f} ms"
+            + (f" (longest {max(pauses) * 1000:.0f} ms)" if pauses else "")
         )
         return Row(
             "SipTransport",

@@ -122,7 +122,8 @@ class ClockStats:
     send_errors: int = 0
     dropped: int = 0  # frames the kernel refused (send buffer full)
     lateness: list[float] = field(default_factory=list)
-    keep_lateness: bool = False
+    tick_cpu: list[float] = field(default_factory=list)  # CPU seconds each tick's work took
+    keep_lateness: bool = False  # keep lateness and tick_cpu samples (benchmarks)
 
     def percentile(self, q: float) -> float:
         """Tick lateness at quantile ``q`` (0..1), seconds."""
@@ -411,7 +412,11 @@ class FrameClock:
             stats.ticks += 1
             if stats.keep_lateness:
                 stats.lateness.append(late)
-            self._tick(skip)
+                cpu = time.process_time()
+                self._tick(skip)
+                stats.tick_cpu.append(time.process_time() - cpu)
+            else:
+                self._tick(skip)
             next_at += TICK_S
 
     def _tick(self, skip: int) -> None:
