@@ -583,8 +583,10 @@ def _speed_type(text: str) -> float:
         x = float(text)
     except ValueError:
         x = 0.0
-    if not 1.0 <= x <= 1_000_000.0 or math.isnan(x):
-        raise argparse.ArgumentTypeError(f"invalid speed {text!r}: give 1-1000000")
+    # Above 10,000 the emergency's approval (a fraction of a real second) would take simulated
+    # hours, beyond the emergency's grace period.
+    if not 1.0 <= x <= 10_000.0 or math.isnan(x):
+        raise argparse.ArgumentTypeError(f"invalid speed {text!r}: give 1-10000")
     return x
 
 
@@ -679,6 +681,17 @@ def _device_ports(
     registered = {
         d.name: d.address for d in app.devices.in_areas([c.area_id for c in communes]) if d.active
     }
+    if not registered:
+        # Another province's demo devices may hold the ports already: start after them.
+        used = [
+            p
+            for d in app.devices.all()
+            if d.active and d.transport in ("sip", "board")
+            for p in [_port_of(d.address)]
+            if p is not None and urlparse(d.address.replace("sip:", "sip://")).hostname == HOST
+        ]
+        if used and max(used) >= base:
+            base = max(used) + 1
     board_port: int | None = None
     for c in communes:
         address = registered.get(_board_name(c))
@@ -725,6 +738,7 @@ class _Run:
         self.stop = asyncio.Event()
         self.cleanups: list[Callable[[], Any]] = []
         self.speakers: list[Any] = []
+        self.speaker_homes: list[tuple[str, AreaVersion]] = []  # device name, commune
         self.boards: list[Any] = []
         self.stub: Any = None
         self.board_key = os.environ.get(ENV_BOARD_KEY) or secrets.token_hex(32)
@@ -807,7 +821,7 @@ class _Run:
 
     def _beside(self, what: str) -> str:
         """A file beside the store (``tcs-demo-auth.sqlite``...), or in memory for a memory store."""
-        if self.settings.persistence == "memory":
+        if self.settings.persistence == "popo":
             return ":memory:"
         if self.settings.persistence == "sqlite":
             p = Path(self.settings.sqlite_path)
@@ -860,18 +874,17 @@ class _Run:
                 sip_user = f"loa{n}"
                 speaker = Speaker(sip_user, host=HOST, keep_packets=False)
                 await speaker.start(sip_socket=sock)
-                speaker.device_name = name  # type: ignore[attr-defined]
-                speaker.commune = c  # type: ignore[attr-defined]
                 self.speakers.append(speaker)
+                self.speaker_homes.append((name, c))
 
     async def _register_speakers(self) -> None:
         def register() -> None:
             for c in self.plan.communes:
                 existing = {d.name for d in self.app.devices.in_areas([c.area_id]) if d.active}
-                for s in self.speakers:
-                    if s.commune is c and s.device_name not in existing:
+                for s, (name, home) in zip(self.speakers, self.speaker_homes, strict=True):
+                    if home is c and name not in existing:
                         self.app.register_device(
-                            s.device_name,
+                            name,
                             "ip_speaker",
                             area=c.code,
                             transport="sip",
@@ -1153,7 +1166,7 @@ class _Run:
             )
             if not batch:
                 break
-            result.dispatch_ids += [n.originator_id for n in batch]
+            result.dispatch_ids += [UUID(str(n.originator_id)) for n in batch]
             start = batch[-1].id + 1
         for did in result.dispatch_ids:
             d = app.dispatch(did)
@@ -1189,7 +1202,8 @@ class _Run:
         t = self.t
         rows: list[tuple[str, str]] = []
         rows.append((t("s.run"), t("s.run_again") if plan.reused else t("s.run_first")))
-        rows.append((t("s.areas"), f"{len(app.areas):,}"))
+        areas = f"{len(app.areas):,}"
+        rows.append((t("s.areas"), areas.replace(",", ".") if self.lang != "en" else areas))
         rows.append(
             (
                 t("s.communes_now", name=plan.province.name),
@@ -1342,13 +1356,10 @@ def _kpi_text(iv: Any) -> str:
         shown = f"{int(value)}"
     else:
         shown = f"{value:.3f}"
-    num, den = iv.numerator, iv.denominator
-    fmt = (
-        (lambda x: f"{float(x):.2f}")
-        if not (float(num).is_integer() and float(den).is_integer())
-        else (lambda x: str(int(x)))
-    )
-    return f"{shown} ({fmt(num)}/{fmt(den)})"
+    num, den = float(iv.numerator), float(iv.denominator)
+    if num.is_integer() and den.is_integer():
+        return f"{shown} ({int(num)}/{int(den)})"
+    return f"{shown} ({num:.2f}/{den:.2f})"
 
 
 DEMO = ProvinceDemo()
