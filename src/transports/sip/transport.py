@@ -444,6 +444,18 @@ class SipTransport:
             frames = math.ceil(context.duration_s / TICK_S)
             end_frame = start_frame + frames
         priority = Priority(context.priority)
+        # everything that awaits happens before the device is claimed (check and claim below
+        # run without a suspension in between, so two deliveries cannot both take the speaker)
+        page: tuple[int, str | None, str, bytes] | None = None
+        dest: tuple[str, int] | None = None
+        if zone is not None:
+            prepared = await self._prepare_page(device, settings, content)
+            if isinstance(prepared, Outcome):
+                return prepared
+            page = prepared
+        else:
+            assert address is not None
+            dest = await self._resolve(address, device)
         paced = await self._pace(device, deadline)
         if paced is not None:
             return paced
@@ -462,11 +474,9 @@ class SipTransport:
                 retry_after_s=remaining + 0.5,
             )
         if zone is not None:
-            return await self._page(
-                device, zone, content, key, priority, settings, pcm_range=(start_frame, end_frame)
-            )
-        assert address is not None
-        dest = await self._resolve(address, device)
+            assert page is not None
+            return self._page(device, zone, key, priority, page, (start_frame, end_frame))
+        assert address is not None and dest is not None
         record = CallRecord(
             device.device_id,
             device.name,
@@ -725,6 +735,8 @@ class SipTransport:
         loop = asyncio.get_running_loop()
         device, address = call.device, call.address
         assert address is not None
+        if call.abort:  # preempted or closing while waiting for a slot
+            raise _Fail(Outcome.retryable(f"call to {device.name} stopped: {call.abort}"))
         tx = endpoint.start(invite, call.dest)
         call.tx = tx
         ring_until: float | None = None
@@ -1014,16 +1026,13 @@ class SipTransport:
                 return zones[level]
         return min(zones.values(), key=lambda z: _RANK[z.priority])
 
-    async def _page(
+    async def _prepare_page(
         self,
         device: DeviceTarget,
-        zone: Zone,
-        content: AudioContent | SpeechContent,
-        key: str,
-        priority: Priority,
         settings: Mapping[str, str],
-        pcm_range: tuple[int, int | None],
-    ) -> Outcome:
+        content: AudioContent | SpeechContent,
+    ) -> tuple[int, str | None, str, bytes] | Outcome:
+        """A paging zone's TTL, interface, codec and encoded audio (or why not)."""
         try:
             ttl = int(settings.get("ttl", "1"))
             if not 0 <= ttl <= 255:
@@ -1034,15 +1043,26 @@ class SipTransport:
         codec = settings.get("codec", "PCMU").strip().upper()
         if codec not in ("PCMU", "PCMA"):
             return Outcome.failed(f"{device.name}: codec must be PCMU or PCMA, not {codec!r}")
+        return ttl, interface, codec, await self.cache.get(content, codec)
+
+    def _page(
+        self,
+        device: DeviceTarget,
+        zone: Zone,
+        key: str,
+        priority: Priority,
+        page: tuple[int, str | None, str, bytes],
+        pcm_range: tuple[int, int | None],
+    ) -> Outcome:
+        ttl, interface, codec, payload = page
         try:
             sock = open_rtp_socket(self._bind_host(), ttl=ttl, interface=interface)
             sock.connect(zone.addr)
         except OSError as exc:
             return Outcome.failed(
-                f"{device.name}: cannot open a multicast socket (ttl {ttl}, interface "
-                f"{interface}): {exc.strerror or exc}"
+                f"{device.name}: cannot open a multicast socket for {zone.group}:{zone.port} "
+                f"(ttl {ttl}, interface {interface}): {exc.strerror or exc}"
             )
-        payload = await self.cache.get(content, codec)
         start, end = pcm_range
         if end is not None and end * FRAME_BYTES < len(payload):
             payload = payload[: end * FRAME_BYTES]
