@@ -37,7 +37,7 @@ from tcs_core.domain.values import (
     Priority,
     SpeechContent,
 )
-from tcs_core.testing.conformance import make_context
+from tcs_core.testing.conformance import TransportConformance, make_context
 from tcs_core.transport import DeviceTarget, Limits
 from transports.sip import EspeakRenderer, SipTransport, Timers, decode_wav
 
@@ -47,7 +47,7 @@ if str(ROOT / "tests") not in sys.path:
 if str(ROOT / "examples") not in sys.path:
     sys.path.insert(0, str(ROOT / "examples"))
 
-from simulated_speaker import start_speakers, stop_speakers  # noqa: E402
+from simulated_speaker import Speaker, start_speakers, stop_speakers  # noqa: E402
 
 from test_sip import Library, check_rtp, tone_wav, wait_for  # noqa: E402
 
@@ -532,6 +532,119 @@ def test_baresip_auto_answers_and_plays_the_audio(baresip: tuple[str, Path, Path
         seconds = w.getnframes() / w.getframerate()
     # what baresip decoded: the item less its jitter buffer's start (it plays what arrived)
     assert 0.75 <= seconds <= 1.05, seconds
+
+
+def test_baresip_preemption_normal_call_ends_and_emergency_plays(
+    baresip: tuple[str, Path, Path],
+) -> None:
+    """On baresip: a normal item plays; an emergency arrives (preempt + deliver, as the engine
+    does); the normal call is ended by our BYE early and the emergency's audio is decoded whole."""
+    address, records, log = baresip
+    library = Library()
+    normal = library.add("thong-bao.wav", tone_wav(4.0))
+    alarm = library.add("bao-dong.wav", tone_wav(1.0))
+
+    async def main() -> None:
+        transport = transport_for(library)
+        await transport.open()
+        try:
+            target = device(address, name="Loa baresip", profile="none")
+            first = await transport.deliver(target, normal, "normal", make_context())
+            assert first.status is OutcomeStatus.DELIVERED, first.reason
+            await asyncio.sleep(1.3)  # baresip names its recordings by the second
+            urgent = make_context(priority=Priority.EMERGENCY)
+            stopped, second = await asyncio.gather(
+                transport.preempt(target), transport.deliver(target, alarm, "alarm", urgent)
+            )
+            assert (
+                stopped.status is OutcomeStatus.DELIVERED and "BYE answered 200" in stopped.reason
+            )
+            assert second.status is OutcomeStatus.DELIVERED, second.reason
+            records_by_key = {r.key: r for r in transport.history}
+            assert 50 <= records_by_key["normal"].packets < 150
+            assert records_by_key["normal"].ended_by.startswith("preempted")
+            await wait_for(lambda: records_by_key["alarm"].state == "ended", 5.0)
+            assert records_by_key["alarm"].packets == 50
+        finally:
+            await transport.close()
+
+    asyncio.run(main())
+    text = log.read_text(errors="replace")
+    assert text.count("Call established") == 2, text[-2000:]
+    lengths = []
+    for decoded in sorted(records.glob("*dec.wav")):
+        with wave.open(str(decoded)) as w:
+            lengths.append(w.getnframes() / w.getframerate())
+    assert len(lengths) == 2, lengths
+    assert 0.9 <= lengths[0] <= 2.2, lengths  # the normal item, cut after about 1.3 s
+    assert 0.75 <= lengths[1] <= 1.05, lengths  # the emergency, whole
+
+
+class TestSipConformanceOnBaresip(TransportConformance):
+    """tcs-core's conformance suite with baresip as the working speaker (slow and garbage
+    speakers are simulated ones; the unreachable one is a port nobody listens on)."""
+
+    concurrent_calls = 8
+    examples_per_variant = 3
+
+    @pytest.fixture(autouse=True)
+    def _speakers(self, baresip: tuple[str, Path, Path]) -> Iterator[None]:
+        self.baresip = baresip[0]
+        self.socks = []
+        for _ in range(2):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            self.socks.append(sock)
+        yield
+        for sock in self.socks:
+            sock.close()
+
+    def peer(self) -> contextlib.AbstractAsyncContextManager[object]:
+        socks = self.socks
+
+        @contextlib.asynccontextmanager
+        async def run() -> AsyncIterator[object]:
+            slow = Speaker("cham", answer_delay_s=30.0)
+            garbage = Speaker("rac", behaviour="garbage")
+            await slow.start(socks[0])
+            await garbage.start(socks[1])
+            try:
+                yield slow, garbage
+            finally:
+                await stop_speakers([slow, garbage])
+
+        return run()
+
+    @pytest.fixture
+    def transport(self) -> SipTransport:
+        library = Library()
+        library.files["https://example.invalid/ban-tin-sang.mp3"] = tone_wav(0.5)
+        return SipTransport(
+            local_host="127.0.0.1",
+            timers=Timers(t1=0.05),
+            answer_timeout_s=0.7,
+            limits=Limits(concurrency=100, rate_per_s=20.0, timeout_s=2.0),
+            media=library,
+            verify_sha256=False,  # the suite's sample recording has a made-up hash
+        )
+
+    @pytest.fixture
+    def device(self) -> DeviceTarget:
+        return device(self.baresip, 1, "Loa baresip", profile="none")
+
+    @pytest.fixture
+    def slow_device(self) -> DeviceTarget:
+        port = self.socks[0].getsockname()[1]
+        return device(f"sip:cham@127.0.0.1:{port}", 2, "Loa chậm")
+
+    @pytest.fixture
+    def malformed_device(self) -> DeviceTarget:
+        port = self.socks[1].getsockname()[1]
+        return device(f"sip:rac@127.0.0.1:{port}", 3, "Loa lỗi")
+
+    @pytest.fixture
+    def unreachable_device(self) -> DeviceTarget:
+        return device(f"sip:loa@127.0.0.1:{free_udp_port()}", 4, "Loa tắt")
 
 
 # -- espeak-ng ------------------------------------------------------------------------------------
