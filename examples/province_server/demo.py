@@ -591,15 +591,18 @@ def _speed_type(text: str) -> float:
 
 
 def _ensure_history(app: SourceSystem, lang: str, console: Console) -> None:
-    """Load the areas' history unless it is there; refuse a store holding only 2025."""
+    """Load the areas' history; refuse a store holding only the 2025 structure.
+
+    On a loaded store the loader only checks and skips (under a second), which also completes
+    a first load that was interrupted."""
     if len(app.areas) == 0:
         with console.status(_t(lang, "loading")):
             load_history(app, SYSTEM)
         return
-    legacy = any(v.kind is AreaKind.DISTRICT for v in app.areas.all_at(LEGACY_CHECK))
-    if not legacy:
+    if not any(v.kind is AreaKind.DISTRICT for v in app.areas.all_at(LEGACY_CHECK)):
         # Loading the history over a 2025-only store would give codes two holders at once.
         raise ValidationError("db", _t(lang, "not_history"))
+    load_history(app, SYSTEM)
 
 
 def _pick_communes(app: SourceSystem, province: AreaVersion, day: date) -> list[AreaVersion]:
@@ -808,7 +811,7 @@ class _Run:
         position = self.app.recorder.max_notification_id() or 0
         result = await self._run_day(scheduler, clock, start)
         if not result.interrupted:
-            await self._collect(result, position, scheduler)
+            await self._collect(result, position)
         self._summary(result, url)
         if result.interrupted or self.args.exit or self.stop.is_set():
             if result.interrupted:
@@ -1141,7 +1144,7 @@ class _Run:
 
     # -- the summary ------------------------------------------------------------------------------
 
-    async def _collect(self, result: DayResult, position: int, scheduler: Any) -> None:
+    async def _collect(self, result: DayResult, position: int) -> None:
         # Let the SMS gateway's last delivery reports arrive and be recorded.
         for _ in range(20):
             if self.stub is None or self.stub.reports_sent >= self.stub.submissions:
@@ -1235,7 +1238,6 @@ class _Run:
                 ),
             )
         )
-        tz = self.tz
         programme = []
         for b in PROGRAMME:
             hh, mm = b.cron.split()[1], b.cron.split()[0]
@@ -1313,7 +1315,6 @@ class _Run:
         if fresh:
             self.console.print(t("logins.once", path=self._auth_db()), style="dim")
         self.console.print(t("dashboard", url=url), style="bold")
-        _ = tz
 
     # -- serving on the real clock ------------------------------------------------------------
 
