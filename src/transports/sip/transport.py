@@ -246,9 +246,10 @@ class SipTransport:
         """End every call (BYE), stop the clock, close the sockets, cancel renders."""
         calls = list(self._calls.values())
         for c in calls:
-            if c.tx is not None and c.record.state == "inviting":
+            if c.record.state == "inviting":  # ringing, or waiting for an INVITE slot
                 c.abort = "the transport is closing"
-                c.tx.interrupt(c.abort)
+                if c.tx is not None:
+                    c.tx.interrupt(c.abort)
         ends = [self._hangup(c, "the transport closed") for c in calls if c.stream is not None]
         if ends:
             await asyncio.gather(*ends, return_exceptions=True)
@@ -350,7 +351,6 @@ class SipTransport:
     async def probe(self, device: DeviceTarget) -> Health:
         """SIP OPTIONS: any answer but a server error means the speaker is alive."""
         try:
-            settings = device.settings
             if self._is_multicast(device):
                 return Health(True, "multicast paging zone: no return channel to probe")
             try:
@@ -386,7 +386,6 @@ class SipTransport:
             finally:
                 tx.terminate()
             ms = (time.monotonic() - began) * 1000
-            _ = settings
             if resp is None:
                 return Health(
                     False,
