@@ -648,6 +648,29 @@ def test_settings_from_env_read_the_postgres_options() -> None:
         Settings.postgres(PG_DSN, postgres_schema='x"; DROP TABLE y; --')
 
 
+def test_settings_from_toml_read_the_postgres_options(tmp_path: Path) -> None:
+    """The ``[persistence]`` table of tcs.toml carries DSN, schema, pool size and timeouts; a
+    password in the DSN is refused (it belongs in the environment)."""
+    f = tmp_path / "tcs.toml"
+    f.write_text(
+        '[persistence]\nkind = "postgres"\n'
+        f'postgres_dsn = "{PG_DSN}"\npostgres_schema = "tinh_52"\npostgres_pool_size = 9\n'
+        "postgres_connect_timeout_s = 3\npostgres_idle_in_transaction_timeout_s = 4\n",
+        encoding="utf-8",
+    )
+    env = Settings.from_toml(f).eventsourcing_env({})
+    assert (env["POSTGRES_SCHEMA"], env["POSTGRES_POOL_SIZE"]) == ("tinh_52", "9")
+    assert env["POSTGRES_CONNECT_TIMEOUT"] == "3"
+    assert env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] == "4"
+    f.write_text(
+        '[persistence]\nkind = "postgres"\n'
+        'postgres_dsn = "postgresql://tcs:secret@127.0.0.1/test"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ValidationError, match="password"):
+        Settings.from_toml(f)
+
+
 def test_cluster_commands_need_postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """``worker`` and ``cluster status`` on a SQLite deployment exit 2 with a message naming
     PostgreSQL (in English with --lang en)."""
