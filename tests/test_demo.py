@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -74,6 +74,50 @@ def delivered(output: str, label: str) -> tuple[int, int, int, int]:
     return d, total, failed, pending
 
 
+def password(output: str, username: str) -> str:
+    """The generated password the logins table printed for ``username``."""
+    found = re.search(rf"│ {re.escape(username)}\s*│[^│]*│\s*(\S+)\s*│", output)
+    assert found, output
+    return found.group(1)
+
+
+def _compose_and_approve(base: str, output: str) -> dict[str, int]:
+    """The commune's operator drafts and submits a bulletin for a few seconds from now, its
+    approver approves it; the counts of its dispatch once the real-clock scheduler sent it."""
+    from province_server.sample import Client
+
+    operator, approver = Client(base), Client(base)
+    assert operator.login("op.iapia", password(output, "op.iapia")) == 200
+    assert approver.login("duyet.iapia", password(output, "duyet.iapia")) == 200
+    at = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0).isoformat()
+    body = {
+        "title": "Thông báo họp thôn",
+        "category": "local_government",
+        "priority": "normal",
+        "content": {
+            "audio": {"type": "speech", "text": "Mời bà con họp thôn tối nay."},
+            "board": {"text": "HỌP THÔN TỐI NAY"},
+        },
+        "targets": {"areas": ["23926"], "channels": ["audio", "board"]},
+        "schedule": {"kind": "once", "instants": [at], "zone": "Asia/Ho_Chi_Minh"},
+    }
+    status, drafted, _ = operator.post("/api/v1/broadcasts", body)
+    assert status == 201, drafted
+    bid = drafted["id"]
+    assert operator.post(f"/api/v1/broadcasts/{bid}/submit")[0] == 200
+    assert approver.post(f"/api/v1/broadcasts/{bid}/approve")[0] == 200
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        dispatches = operator.get(f"/api/v1/broadcasts/{bid}/dispatches")[1]
+        if dispatches:
+            counts = dispatches[0]["counts"]
+            if counts["pending"] == 0:
+                break
+        time.sleep(0.5)
+    return counts
+
+
 @dataclass
 class FirstRun:
     """What the first (fresh, served, interrupted) run showed."""
@@ -85,6 +129,7 @@ class FirstRun:
     login_page: int
     health: str
     admin_login: int
+    dispatched: dict[str, int]  # counts of the bulletin composed through the API while serving
 
 
 def _reader(stream: object, lines: queue.Queue[str | None]) -> None:
@@ -133,9 +178,9 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
             login_page = r.status
         with urllib.request.urlopen(url + "healthz", timeout=10) as r:
             health = r.read().decode()
-        password = re.search(r"│ admin\s*│[^│]*│\s*(\S+)\s*│", output)
-        assert password, output
-        admin_login = Client(url.rstrip("/")).login("admin", password.group(1))
+        base = url.rstrip("/")
+        admin_login = Client(base).login("admin", password(output, "admin"))
+        dispatched = _compose_and_approve(base, output)
         proc.send_signal(signal.SIGINT)
         returncode = proc.wait(timeout=60)
         while (line := lines.get(timeout=10)) is not None:
@@ -146,7 +191,9 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return FirstRun(directory, "".join(seen), stderr, returncode, login_page, health, admin_login)
+    return FirstRun(
+        directory, "".join(seen), stderr, returncode, login_page, health, admin_login, dispatched
+    )
 
 
 def test_fresh_demo_runs_its_day_and_prints_the_summary(first_run: FirstRun) -> None:
@@ -173,11 +220,14 @@ def test_fresh_demo_runs_its_day_and_prints_the_summary(first_run: FirstRun) -> 
 
 
 def test_dashboard_answers_while_serving_and_ctrl_c_stops_cleanly(first_run: FirstRun) -> None:
-    """While serving, the dashboard answers and the printed admin password logs in; SIGINT
-    stops everything with exit code 0 and no traceback."""
+    """While serving, the dashboard answers, the printed passwords log in, a bulletin composed
+    and approved through the API is dispatched; SIGINT stops everything with exit code 0 and
+    no traceback."""
     assert first_run.login_page == 200
     assert '"status": "ok"' in first_run.health
     assert first_run.admin_login == 200
+    # 3 speakers and a board in Xã Ia Pia, delivered by the scheduler on the real clock
+    assert first_run.dispatched == {"delivered": 4, "failed": 0, "retryable": 0, "pending": 0}
     assert first_run.returncode == 0, first_run.stderr
     assert "Stopped." in first_run.output
     assert "Traceback" not in first_run.output + first_run.stderr
