@@ -682,6 +682,25 @@ def test_cluster_commands_need_postgres(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert "needs PostgreSQL" in err.getvalue()
 
 
+def test_cluster_commands_say_when_postgres_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker or a status query whose PostgreSQL does not answer exits 1 with one line naming
+    the server, not a traceback."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("TCS_PERSISTENCE", "postgres")
+    monkeypatch.setenv("TCS_POSTGRES_DSN", f"postgresql://postgres@127.0.0.1:{port}/test")
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert cluster_main(["--lang", "en", "cluster", "status"]) == 1
+    assert f"cannot reach PostgreSQL at 127.0.0.1:{port}/test" in err.getvalue()
+    err.truncate(0)
+    assert cluster_main(["--lang", "en", "worker"]) == 1
+    assert "cannot reach PostgreSQL" in err.getvalue()
+
+
 @pytest.mark.postgres
 def test_status_command_shows_workers_partitions_and_lag(
     pg: Settings, monkeypatch: pytest.MonkeyPatch

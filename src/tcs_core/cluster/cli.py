@@ -34,7 +34,7 @@ from typing import Any, TextIO
 from tcs_core.cluster.leases import ClusterConfig
 from tcs_core.cluster.status import cluster_status, render_status
 from tcs_core.config import Settings
-from tcs_core.errors import ValidationError
+from tcs_core.errors import TcsError, ValidationError
 from tcs_core.transport import Transport, load_transport_factory
 
 __all__ = [
@@ -110,9 +110,17 @@ CLUSTER_MESSAGES: dict[str, dict[str, str]] = {
         "vi": "không tạo được giao vận {name!r} với cấu hình mặc định: {reason}",
         "en": "could not construct transport {name!r} with default settings: {reason}",
     },
+    "no_psycopg": {
+        "vi": "chế độ cụm cần gói psycopg: pip install 'tcs-core[postgres]'",
+        "en": "cluster mode needs psycopg: pip install 'tcs-core[postgres]'",
+    },
+    "unreachable": {
+        "vi": "không kết nối được PostgreSQL tại {where}: {reason}",
+        "en": "cannot reach PostgreSQL at {where}: {reason}",
+    },
     "joined": {
-        "vi": "Tiến trình {id} tham gia cụm ({p} phân vùng, thuê {ttl:g} s); Ctrl-C để dừng",
-        "en": "Worker {id} joined the cluster ({p} partitions, {ttl:g} s leases); Ctrl-C stops",
+        "vi": "Tiến trình {id} đang tham gia cụm ({p} phân vùng, thuê {ttl:g} s); Ctrl-C để dừng",
+        "en": "Worker {id} joining the cluster ({p} partitions, {ttl:g} s leases); Ctrl-C stops",
     },
 }
 
@@ -234,12 +242,22 @@ def run_cluster_command(
     lang = getattr(args, "lang", "vi") or "vi"
     if settings.persistence != "postgres":
         raise ValidationError("persistence", _m("needs_postgres", lang))
-    if args.command == "cluster":
-        print(render_status(cluster_status(settings), args.format, lang), end="", file=out)
-        return 0
-    if args.command != "worker":
-        raise ValueError(f"unknown cluster command {args.command!r}")
-    return asyncio.run(_run_worker(args, settings, out, lang))
+    try:
+        import psycopg
+    except ImportError:
+        raise ValidationError("persistence", _m("no_psycopg", lang)) from None
+    try:
+        if args.command == "cluster":
+            print(render_status(cluster_status(settings), args.format, lang), end="", file=out)
+            return 0
+        if args.command != "worker":
+            raise ValueError(f"unknown cluster command {args.command!r}")
+        return asyncio.run(_run_worker(args, settings, out, lang))
+    except psycopg.OperationalError as exc:
+        env = settings.eventsourcing_env()
+        where = f"{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/{env['POSTGRES_DBNAME']}"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TcsError(_m("unreachable", lang, where=where, reason=reason)) from None
 
 
 async def _run_worker(args: argparse.Namespace, settings: Settings, out: TextIO, lang: str) -> int:
@@ -308,6 +326,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
     except ValidationError as exc:
         print(f"tcs: {exc}", file=sys.stderr)
         return 2
+    except TcsError as exc:
+        print(f"tcs: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
