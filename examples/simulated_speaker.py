@@ -62,6 +62,7 @@ class CallStats:
     seqs: list[int] = field(default_factory=list)
     timestamps: list[int] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
+    audio: bytearray = field(default_factory=bytearray)  # the payloads, in arrival order
     started_at: float = 0.0
     ended_at: float | None = None
     ended_by: str = ""  # "BYE", "CANCEL", "speaker"
@@ -308,11 +309,11 @@ class Speaker:
         call = self._calls[call_id]
         try:
             offer = parse_sdp(msg.body)
-            pt = next(p for p in offer.payload_types if p in (0, 8))
+            pt = next(p for p in offer.payload_types if p in (0, 8, 9))
         except (SipError, StopIteration):
             self._final(msg, addr, build_response(msg, 488, "Not Acceptable Here", to_tag=to_tag))
             return
-        codec = {0: "PCMU", 8: "PCMA"}[pt]
+        codec = {0: "PCMU", 8: "PCMA", 9: "G722"}[pt]
         sdp = (
             f"v=0\r\no=loa 1 1 IN IP4 {self.host}\r\ns=loa\r\nc=IN IP4 {self.host}\r\n"
             f"t=0 0\r\nm=audio {self.rtp_port} RTP/AVP {pt}\r\na=rtpmap:{pt} {codec}/8000\r\n"
@@ -418,6 +419,7 @@ class Speaker:
         if call.first_marker is None:
             call.first_marker = bool(second & 0x80)
         if self.keep_packets:
+            call.audio += data[12:]
             call.seqs.append(seq)
             call.timestamps.append(ts)
             call.arrivals.append(time.monotonic())

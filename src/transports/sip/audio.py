@@ -10,12 +10,16 @@ stream, which is what the single frame clock avoids.)
 
 from __future__ import annotations
 
+import array
 import asyncio
 import functools
 import hashlib
+import importlib
+import importlib.util
 import io
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 import wave
@@ -23,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 from tcs_core.domain.values import AudioContent, SpeechContent
@@ -34,6 +38,7 @@ with warnings.catch_warnings():  # deprecated in 3.11/3.12 only because audioop-
 
 __all__ = [
     "FRAME_BYTES",
+    "NARROW_RATE",
     "SAMPLE_RATE",
     "SILENCE",
     "AudioCache",
@@ -45,12 +50,15 @@ __all__ = [
     "content_key",
     "decode_wav",
     "encode",
+    "g722_available",
     "local_media",
 ]
 
-SAMPLE_RATE = 8000
+SAMPLE_RATE = 16_000  # items are kept wideband: G.722 uses it, G.711 halves it
+NARROW_RATE = 8000
 FRAME_MS = 20
-FRAME_BYTES = SAMPLE_RATE * FRAME_MS // 1000  # 160 G.711 bytes = 160 samples = 20 ms
+# 20 ms is 160 bytes in every codec here: G.711 (8 kHz, 8 bits) and G.722 (64 kbit/s)
+FRAME_BYTES = NARROW_RATE * FRAME_MS // 1000
 #: The G.711 byte of digital silence per codec (pads the last frame).
 SILENCE: Mapping[str, int] = {"PCMU": 0xFF, "PCMA": 0xD5}
 
@@ -61,7 +69,7 @@ class AudioError(Exception):
 
 @dataclass(frozen=True)
 class PcmAudio:
-    """16-bit signed little-endian mono PCM at 8 kHz."""
+    """16-bit signed little-endian mono PCM at 16 kHz."""
 
     samples: bytes
 
@@ -72,7 +80,7 @@ class PcmAudio:
 
 
 def decode_wav(data: bytes, what: str = "WAV") -> PcmAudio:
-    """Decode a PCM WAV (8/16/24/32-bit, any rate, mono or stereo) to 8 kHz mono 16-bit."""
+    """Decode a PCM WAV (8/16/24/32-bit, any rate, mono or stereo) to 16 kHz mono 16-bit."""
     try:
         with wave.open(io.BytesIO(data)) as w:
             width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
@@ -94,16 +102,41 @@ def decode_wav(data: bytes, what: str = "WAV") -> PcmAudio:
     return PcmAudio(frames)
 
 
+def g722_available() -> bool:
+    """Whether the G.722 encoder (PyPI package ``g722``, module ``G722``) is installed."""
+    return importlib.util.find_spec("G722") is not None
+
+
 def encode(pcm: PcmAudio, codec: str) -> bytes:
-    """G.711 bytes (PCMU or PCMA) padded with silence to a whole number of 20 ms frames."""
+    """The item's bytes in ``codec`` (PCMU, PCMA, or G722 with the ``g722`` package), padded
+    with silence to a whole number of 20 ms frames (160 bytes each)."""
+    if codec == "G722":
+        return _encode_g722(pcm.samples)
+    narrow, _ = audioop.ratecv(pcm.samples, 2, 1, SAMPLE_RATE, NARROW_RATE, None)
     if codec == "PCMU":
-        out = audioop.lin2ulaw(pcm.samples, 2)
+        out = audioop.lin2ulaw(narrow, 2)
     elif codec == "PCMA":
-        out = audioop.lin2alaw(pcm.samples, 2)
+        out = audioop.lin2alaw(narrow, 2)
     else:
-        raise AudioError(f"codec {codec} has no encoder here (use PCMU or PCMA)")
+        raise AudioError(f"codec {codec} has no encoder here (use PCMU, PCMA or G722)")
     pad = -len(out) % FRAME_BYTES
     return out + bytes([SILENCE[codec]]) * pad
+
+
+def _encode_g722(samples: bytes) -> bytes:
+    try:  # optional: only devices whose codecs setting offers G.722 need it
+        g722: Any = importlib.import_module("G722")
+    except ImportError:
+        raise AudioError(
+            "G.722 needs the g722 package (pip install 'g722>=1.2.8,<2'), or drop G722 from "
+            "the device's codecs"
+        ) from None
+    pcm = array.array("h")
+    pcm.frombytes(samples + b"\0\0" * (-(len(samples) // 2) % 320))  # whole 20 ms frames
+    if sys.byteorder == "big":
+        pcm.byteswap()
+    out: bytes = g722.G722(SAMPLE_RATE, 64_000).encode(pcm)
+    return out
 
 
 # -- where recorded audio comes from ------------------------------------------------------------

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tcs_core.domain.values import Priority
+from transports.sip.audio import g722_available
 
 __all__ = ["PROFILES", "Profile", "Zone", "parse_zones", "profile_of"]
 
@@ -58,7 +59,7 @@ class Profile:
     #: Headers that make a busy device take the call anyway (None: the device has no such way;
     #: an emergency then retries quickly).
     barge_headers: tuple[tuple[str, str], ...] | None = None
-    #: Codecs offered, best first. G.722 only where a profile lists it (and an encoder exists).
+    #: Codecs offered, best first. G.722 only where a device's ``codecs`` setting asks for it.
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     #: SDP direction offered (``sendrecv`` plays on the most devices; ``sendonly`` is exact).
     direction: str = "sendrecv"
@@ -104,10 +105,13 @@ def profile_of(settings: Mapping[str, str]) -> Profile:
     wanted = found.codecs
     if codecs:
         wanted = tuple(c.strip().upper() for c in codecs.split(",") if c.strip())
-        bad = [c for c in wanted if c not in ("PCMU", "PCMA")]
+        bad = [c for c in wanted if c not in ("PCMU", "PCMA", "G722")]
         if bad or not wanted:
+            raise ValueError(f"codecs {codecs!r}: give PCMU, PCMA and/or G722, best first")
+        if "G722" in wanted and not g722_available():
             raise ValueError(
-                f"codecs {codecs!r}: this transport sends PCMU and PCMA only (no G.722 encoder)"
+                "codec G722 needs the g722 package (pip install 'g722>=1.2.8,<2'); "
+                "or give PCMU/PCMA only"
             )
     if wanted != found.codecs or direction != found.direction:
         found = Profile(
