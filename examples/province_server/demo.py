@@ -74,6 +74,8 @@ from tcs_core import (
 
 __all__ = ["DEMO", "ProvinceDemo"]
 
+log = logging.getLogger("province_server.demo")
+
 DEFAULT_PROVINCE = "52"  # Tỉnh Gia Lai since 1 July 2025 (the code was Bình Định's before)
 PREFERRED_COMMUNES = ("23926", "23887", "23935")  # Ia Pia, Chư Prông, Ia Lâu (Gia Lai)
 COMMUNES = 3
@@ -962,7 +964,7 @@ class _Run:
         await asyncio.to_thread(register)
 
     async def _start_boards(self) -> None:
-        from simulated_board import Board, advertise_board, serve
+        from simulated_board import BOARD_SERVICE_TYPE, Board, advertise_board, serve
 
         from tcs_core.discovery import Browser
         from transports.board import BoardTransport
@@ -977,30 +979,31 @@ class _Run:
         self.cleanups.append(runner.cleanup)
         stack = contextlib.AsyncExitStack()
         self.cleanups.append(stack.aclose)
-        wanted: dict[str, int] = {}
+        wanted = {f"{b.name}.{BOARD_SERVICE_TYPE}": b for b in self.boards}
+        found: dict[str, Any] = {}
+        waited = 8.0
         with self.console.status(self.t("discovering")):
-            ads = []
-            for b in self.boards:
-                ad = await stack.enter_async_context(advertise_board(b, port, HOST))
-                ads.append(ad)
-                wanted[ad.service_name] = b.n
-            async with Browser([BoardTransport], interfaces=[HOST]) as browser:
-                waited = 8.0
-                await browser.wait_for(
-                    lambda br: all(name in br.found for name in wanted), timeout_s=waited
-                )
-                found = {name: browser.found[name] for name in wanted if name in browser.found}
-            missing = [ad for ad in ads if ad.service_name not in found]
+            try:
+                for b in self.boards:
+                    await stack.enter_async_context(advertise_board(b, port, HOST))
+                async with Browser([BoardTransport], interfaces=[HOST]) as browser:
+                    await browser.wait_for(
+                        lambda br: all(name in br.found for name in wanted), timeout_s=waited
+                    )
+                    found = {n: browser.found[n] for n in wanted if n in browser.found}
+            except Exception:  # no multicast here, or the name is taken on this machine
+                log.warning("zeroconf discovery of the boards failed", exc_info=True)
+            missing = [name for name in wanted if name not in found]
             if missing:
                 self.console.print(
                     self.t("discovery_fallback", n=len(missing), s=int(waited)), style="yellow"
                 )
-                for ad in missing:
-                    found[ad.service_name] = _from_advertisement(ad)
+                for name in missing:
+                    found[name] = _advertised(wanted[name], port)
 
             def record_and_accept() -> None:
                 for name, svc in found.items():
-                    commune = self.plan.communes[wanted[name]]
+                    commune = self.plan.communes[wanted[name].n]
                     rec = self.app.record_discovered(svc, actor=self.plan.admin)
                     if rec.discovered_id is None:
                         continue  # a device already registered at that address
@@ -1331,17 +1334,26 @@ class _Run:
         self.console.print(self.t("stopped"))
 
 
-def _from_advertisement(ad: Any) -> Any:
-    """The find a browser would have made of our own advertisement (mDNS fallback)."""
+def _advertised(board: Any, port: int) -> Any:
+    """What a browser would have found of a board's advertisement (when mDNS cannot be used):
+    the same service name and TXT records as ``simulated_board.advertise_board`` announces."""
+    from simulated_board import BOARD_SERVICE_TYPE
+
     from tcs_core.domain import DiscoveredService
 
-    info = ad.info
     return DiscoveredService.from_txt(
-        service_name=ad.service_name,
-        service_type=ad.service_type,
-        host=socket.inet_ntoa(info.addresses[0]),
-        port=int(info.port),
-        txt=dict(info.properties),
+        service_name=f"{board.name}.{BOARD_SERVICE_TYPE}",
+        service_type=BOARD_SERVICE_TYPE,
+        host=HOST,
+        port=port,
+        txt={
+            "kind": "board",
+            "channel": "board",
+            "transport": "board",
+            "address": f"http://{{host}}:{{port}}/b/{board.n}",
+            "model": "TCS-SIM-BOARD",
+            "name": board.name,
+        },
         transport="board",
     )
 
