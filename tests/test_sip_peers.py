@@ -40,6 +40,7 @@ from tcs_core.domain.values import (
 from tcs_core.testing.conformance import TransportConformance, make_context
 from tcs_core.transport import DeviceTarget, Limits
 from transports.sip import EspeakRenderer, SipTransport, Timers, decode_wav
+from transports.sip.audio import g722_available
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "tests") not in sys.path:
@@ -456,6 +457,7 @@ audio_source aubridge,loa
 audio_alert aubridge,loa
 module_path /usr/lib/baresip/modules
 module g711.so
+module g722.so
 module aubridge.so
 module sndfile.so
 module_app account.so
@@ -499,23 +501,29 @@ def baresip(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     pytest.fail(f"baresip did not start: {log.read_text(errors='replace')[-1500:]}")
 
 
-def test_baresip_auto_answers_and_plays_the_audio(baresip: tuple[str, Path, Path]) -> None:
-    """baresip (answermode=auto, profile none) answers at once, decodes our PCMU for the item's
-    length, and the call ends with our BYE answered 200."""
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA", "G722"])
+def test_baresip_auto_answers_and_plays_the_audio(
+    baresip: tuple[str, Path, Path], codec: str
+) -> None:
+    """baresip (answermode=auto, profile none) answers at once, decodes our audio in the
+    device's codec for the item's length, and the call ends with our BYE answered 200."""
     address, records, log = baresip
     library = Library()
     content = library.add("ban-tin.wav", tone_wav(1.0))
+    if codec == "G722" and not g722_available():
+        pytest.skip("g722 not installed: pip install 'g722>=1.2.8,<2' (the sip extra)")
 
     async def main() -> None:
         transport = transport_for(library)
         await transport.open()
         try:
-            target = device(address, name="Loa baresip", profile="none")
+            target = device(address, name="Loa baresip", profile="none", codecs=codec)
             health = await transport.probe(target)
             assert health.ok, health.detail
             outcome = await transport.deliver(target, content, "k", make_context())
             assert outcome.status is OutcomeStatus.DELIVERED, outcome.reason
             assert outcome.reason.startswith("Loa baresip answered in")
+            assert f"; {codec} 1.0 s" in outcome.reason
             record = transport.history[-1]
             await wait_for(lambda: record.state == "ended", 5.0)
             assert record.ended_by == "the audio ended (BYE answered 200 OK)"
@@ -527,6 +535,8 @@ def test_baresip_auto_answers_and_plays_the_audio(baresip: tuple[str, Path, Path
     text = log.read_text(errors="replace")
     assert "Call established" in text and "terminated" in text, text[-1500:]
     assert "incoming rtp for 'audio' established" in text
+    rate = 16000 if codec == "G722" else 8000
+    assert f"Set audio decoder: {codec} {rate}Hz" in text, text[-1500:]
     (decoded,) = records.glob("*dec.wav")
     with wave.open(str(decoded)) as w:
         seconds = w.getnframes() / w.getframerate()
