@@ -105,8 +105,8 @@ T: dict[str, dict[str, str]] = {
         "en": "dashboard port (default 8080; a free one if it is taken)",
     },
     "opt.speed": {
-        "vi": "số giây mô phỏng mỗi giây thực (mặc định 1800)",
-        "en": "simulated seconds per real second (default 1800)",
+        "vi": "số giây mô phỏng mỗi giây thực (1-3000, mặc định 1800)",
+        "en": "simulated seconds per real second (1-3000, default 1800)",
     },
     "opt.exit": {
         "vi": "dừng sau bản tổng kết thay vì tiếp tục phục vụ tới khi nhấn Ctrl-C",
@@ -585,10 +585,10 @@ def _speed_type(text: str) -> float:
         x = float(text)
     except ValueError:
         x = 0.0
-    # Above 10,000 the emergency's approval (a fraction of a real second) would take simulated
-    # hours, beyond the emergency's grace period.
-    if not 1.0 <= x <= 10_000.0 or math.isnan(x):
-        raise argparse.ArgumentTypeError(f"invalid speed {text!r}: give 1-10000")
+    # The speakers play real audio in real time (about 5 s a bulletin): above 3,000 a bulletin
+    # would still be playing when the next one is due, hours later on the simulated clock.
+    if not 1.0 <= x <= 3000.0 or math.isnan(x):
+        raise argparse.ArgumentTypeError(f"invalid speed {text!r}: give 1-3000")
     return x
 
 
