@@ -162,23 +162,27 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def check_rtp(call: Any, payload_type: int, seconds: float) -> None:
-    """Pins RTP as the speaker received it: PT, count, marker, seq/ts steps and 20 ms pacing."""
+def check_rtp(call: Any, payload_type: int, seconds: float, clock: ClockStats) -> None:
+    """Pins RTP as the speaker received it: PT, marker, one SSRC, seq +1, timestamps covering the
+    item in steps of 160, 20 ms pacing. ``clock`` is the sender's: if it had to skip late ticks
+    (a starved machine), the skipped frames show as timestamp jumps and the exact count and
+    drift checks are left out."""
     expected = math.ceil(round(seconds / 0.02, 6))
     assert call.payload_types == {payload_type}
-    assert call.packets == expected, (call.packets, expected)
     assert call.first_marker is True
     assert len(call.ssrcs) == 1
-    steps = {(b - a) & 0xFFFF for a, b in zip(call.seqs, call.seqs[1:], strict=False)}
+    steps = {(b - a) & 0xFFFF for a, b in itertools.pairwise(call.seqs)}
     assert steps == {1}, steps
-    ts_steps = {
-        (b - a) & 0xFFFFFFFF for a, b in zip(call.timestamps, call.timestamps[1:], strict=False)
-    }
-    assert ts_steps == {160}, ts_steps
-    gaps = [b - a for a, b in zip(call.arrivals, call.arrivals[1:], strict=False)]
+    ts_steps = [(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(call.timestamps)]
+    assert all(step % 160 == 0 for step in ts_steps), set(ts_steps)
+    assert sum(ts_steps) // 160 + 1 == expected  # the timestamps span the whole item
+    gaps = [b - a for a, b in itertools.pairwise(call.arrivals)]
     assert 0.018 <= statistics.median(gaps) <= 0.022, statistics.median(gaps)
-    mean = (call.arrivals[-1] - call.arrivals[0]) / (len(call.arrivals) - 1)
-    assert 0.0195 <= mean <= 0.0205, mean  # a clock, not a timer per packet: no drift
+    if clock.skipped_ticks == 0:
+        assert call.packets == expected, (call.packets, expected)
+        assert set(ts_steps) == {160}, set(ts_steps)
+        mean = (call.arrivals[-1] - call.arrivals[0]) / (len(call.arrivals) - 1)
+        assert 0.0195 <= mean <= 0.0205, mean  # a clock, not a timer per packet: no drift
 
 
 @contextlib.asynccontextmanager
@@ -433,7 +437,7 @@ def test_call_streams_g711_at_20_ms_and_bye_ends_it() -> None:
             assert call.headers["call-info"].endswith(";answer-after=0")
             assert call.headers["alert-info"].endswith("info=alert-autoanswer")
             await wait_for(lambda: call.ended_by == "BYE")
-            check_rtp(call, 0, 1.0)
+            check_rtp(call, 0, 1.0, transport.clock_stats)
             assert transport.active(device.device_id) is None
             assert transport.history[-1].ended_by.startswith("the audio ended (BYE answered 200")
         await stop_speakers([speaker])
@@ -455,7 +459,7 @@ def test_pcma_when_the_profile_says_so_and_duration_caps_the_item() -> None:
             call = speaker.received.calls[0]
             assert call.headers["answer-mode"] == "Auto"
             await wait_for(lambda: call.ended_by == "BYE")
-            check_rtp(call, 8, 0.5)
+            check_rtp(call, 8, 0.5, transport.clock_stats)
         await stop_speakers([speaker])
 
     run(main)
@@ -482,8 +486,8 @@ def test_g722_when_the_device_asks_for_it() -> None:
             assert outcome.status is OutcomeStatus.DELIVERED and "G722 0.6 s" in outcome.reason
             call = speaker.received.calls[0]
             await wait_for(lambda: call.ended_by == "BYE")
-            check_rtp(call, 9, 0.6)
-            assert call.bytes == 30 * 160
+            check_rtp(call, 9, 0.6, transport.clock_stats)
+            assert call.bytes == call.packets * 160
         pcm = g722.G722(16_000, 64_000).decode(bytes(call.audio))
         sent = decode_wav(tone_wav(0.6, rate=16_000)).samples
         rms_in = math.sqrt(sum(x * x for x in struct.unpack(f"<{len(sent) // 2}h", sent)) / 9600)
@@ -584,7 +588,7 @@ def test_preemption_ends_the_normal_call_and_starts_the_emergency() -> None:
             assert calls[0].ended_by == "BYE" and 15 <= calls[0].packets < 150
             await wait_for(lambda: calls[1].ended_by == "BYE")
             assert calls[1].headers["priority"] == "emergency"
-            check_rtp(calls[1], 0, 0.6)
+            check_rtp(calls[1], 0, 0.6, transport.clock_stats)
             assert calls[1].started_at >= calls[0].ended_at  # type: ignore[operator]
             # an emergency alone also takes the speaker from a lower item of ours
             third = await transport.deliver(device, normal, "normal-2", make_context())
@@ -617,7 +621,7 @@ def test_resumed_play_starts_where_it_was_cut() -> None:
             assert outcome.status is OutcomeStatus.DELIVERED
             call = speaker.received.calls[0]
             await wait_for(lambda: call.ended_by == "BYE")
-            assert call.packets == 20
+            assert call.packets + transport.history[-1].skipped == 20
         await stop_speakers([speaker])
 
     run(main)
@@ -765,6 +769,7 @@ def test_multicast_paging_zones_by_priority() -> None:
             await asyncio.sleep(0.6)
             health = await transport.probe(device)
             assert health.ok
+            emergency_skipped = transport.history[-1].skipped
         counts = []
         for s in sinks:
             n = 0
@@ -774,7 +779,7 @@ def test_multicast_paging_zones_by_priority() -> None:
             counts.append(n)
             s.close()
         assert 8 <= counts[0] < 100  # the normal page was cut by the emergency
-        assert counts[1] == 15
+        assert counts[1] + emergency_skipped == 15
 
     run(main)
 

@@ -340,7 +340,7 @@ def test_sipp_answers_and_receives_g711_until_bye(tmp_path: Path) -> None:
                 outcome = await transport.deliver(device(uas.address), content, "k", make_context())
                 assert outcome.status is OutcomeStatus.DELIVERED, outcome.reason
                 assert await uas.finished() == 0, uas.errors()
-                check_rtp(sink.as_call(), 0, 1.2)
+                check_rtp(sink.as_call(), 0, 1.2, transport.clock_stats)
                 assert transport.history[-1].ended_by == "the audio ended (BYE answered 200 OK)"
             finally:
                 await transport.close()
@@ -385,7 +385,7 @@ def test_sipp_busy_emergency_barges_with_priv_answer_mode(tmp_path: Path) -> Non
                 assert outcome.status is OutcomeStatus.DELIVERED, outcome.reason
                 assert "barged in with Priv-Answer-Mode" in outcome.reason
                 assert await uas.finished() == 0, uas.errors()
-                check_rtp(sink.as_call(), 0, 0.4)
+                check_rtp(sink.as_call(), 0, 0.4, transport.clock_stats)
             finally:
                 await transport.close()
 
@@ -411,7 +411,7 @@ def test_sipp_digest_authentication(tmp_path: Path, right: bool) -> None:
                 assert await uas.finished() == 0, uas.errors()
                 if right:
                     assert outcome.status is OutcomeStatus.DELIVERED, outcome.reason
-                    check_rtp(sink.as_call(), 0, 0.3)
+                    check_rtp(sink.as_call(), 0, 0.3, transport.clock_stats)
                 else:
                     assert outcome.status is OutcomeStatus.FAILED
                     assert "rejected the credentials of user 'loa'" in outcome.reason
@@ -527,7 +527,7 @@ def test_baresip_auto_answers_and_plays_the_audio(
             record = transport.history[-1]
             await wait_for(lambda: record.state == "ended", 5.0)
             assert record.ended_by == "the audio ended (BYE answered 200 OK)"
-            assert record.packets == 50
+            assert record.packets + record.skipped == 50
         finally:
             await transport.close()
 
@@ -574,7 +574,7 @@ def test_baresip_preemption_normal_call_ends_and_emergency_plays(
             assert 50 <= records_by_key["normal"].packets < 150
             assert records_by_key["normal"].ended_by.startswith("preempted")
             await wait_for(lambda: records_by_key["alarm"].state == "ended", 5.0)
-            assert records_by_key["alarm"].packets == 50
+            assert records_by_key["alarm"].packets + records_by_key["alarm"].skipped == 50
         finally:
             await transport.close()
 
@@ -706,7 +706,10 @@ def test_speech_is_rendered_once_and_played_on_every_speaker() -> None:
             for s in speakers:
                 call = s.received.calls[0]
                 await wait_for(lambda c=call: c.ended_by == "BYE", 15.0)  # type: ignore[misc]
-                assert call.packets == math.ceil(pcm.duration_s / 0.02)
+                frames = math.ceil(round(pcm.duration_s / 0.02, 6))
+                if transport.clock_stats.skipped_ticks == 0:  # else a starved machine skipped
+                    assert call.packets == frames
+                assert call.packets + transport.clock_stats.skipped_ticks >= frames
                 assert statistics.median(
                     b - a for a, b in zip(call.arrivals, call.arrivals[1:], strict=False)
                 ) == pytest.approx(0.02, abs=0.002)

@@ -107,6 +107,7 @@ class CallRecord:
     state: str = "inviting"  # inviting, up, ending, ended
     answered_after_s: float = 0.0
     packets: int = 0
+    skipped: int = 0  # frames the clock skipped because it ran late (a starved machine)
     ended_by: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -929,6 +930,7 @@ class SipTransport:
 
     def _stream_ended(self, call: _Call, stream: RtpStream) -> None:
         call.record.packets = stream.sent
+        call.record.skipped = stream.skipped
         if stream.ended_by == "finished" and call.ending is None and call.address is not None:
             call.ending = self._spawn(self._finish(call, "the audio ended"))
         elif call.address is None:  # multicast: nothing to hang up
