@@ -131,6 +131,7 @@ def fast_transport(library: Library, **kwargs: Any) -> SipTransport:
         "local_host": "127.0.0.1",
         "timers": Timers(t1=0.05),
         "answer_timeout_s": 1.0,
+        "response_timeout_s": 1.0,
         "limits": Limits(concurrency=100, timeout_s=3.0),
         "media": library,
         "busy_retry_s": 20.0,
@@ -652,8 +653,9 @@ def test_redelivery_of_a_key_is_one_call() -> None:
 
 
 def test_failures_have_actionable_reasons_and_leak_nothing() -> None:
-    """Wrong password, unreachable, malformed answers and a speaker that never answers each end
-    as an outcome a technician can act on; sockets and tasks return to their baseline."""
+    """Wrong password, unreachable (nothing on the port: ICMP), silent (no answer at all),
+    malformed answers and a speaker that never answers each end as an outcome a technician can
+    act on; sockets and tasks return to their baseline."""
     library = Library()
     content = library.add("a.wav", tone_wav(0.3))
 
@@ -664,6 +666,8 @@ def test_failures_have_actionable_reasons_and_leak_nothing() -> None:
         garbage = await Speaker("rac", behaviour="garbage").start()
         silent = await Speaker("im", behaviour="never").start()
         speakers = [locked, garbage, silent]
+        mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a host that swallows SIP
+        mute.bind(("127.0.0.1", 0))
         base = open_fds()
         transport = fast_transport(library, environ={"P": "sai"})
         await transport.open()
@@ -673,32 +677,43 @@ def test_failures_have_actionable_reasons_and_leak_nothing() -> None:
         )
         bad = speaker_device(garbage, 3, "Loa lỗi")
         never = speaker_device(silent, 4, "Loa không nhấc máy")
+        quiet = DeviceTarget(
+            UUID(int=5), "Loa im lặng", DeviceKind.IP_SPEAKER, f"127.0.0.1:{mute.getsockname()[1]}"
+        )
+        began = asyncio.get_running_loop().time()
         outcomes = await asyncio.gather(
             *(
                 transport.deliver(d, content, f"k{i}", make_context())
-                for i, d in enumerate((wrong, down, bad, never))
+                for i, d in enumerate((wrong, down, bad, never, quiet))
             )
         )
-        by = dict(zip(("wrong", "down", "bad", "never"), outcomes, strict=True))
+        assert asyncio.get_running_loop().time() - began < 2.5  # within limits.timeout_s (3 s)
+        by = dict(zip(("wrong", "down", "bad", "never", "quiet"), outcomes, strict=True))
         assert by["wrong"].status is OutcomeStatus.FAILED
         assert (
             "Loa khoá" in by["wrong"].reason and "wrong username or password" in by["wrong"].reason
         )
         assert by["down"].status is OutcomeStatus.RETRYABLE
-        assert "no SIP answer from Loa tắt" in by["down"].reason
-        assert "wrong address/port" in by["down"].reason
+        assert "Loa tắt at 127.0.0.1:" in by["down"].reason
+        assert "port unreachable: nothing listens for SIP on that port" in by["down"].reason
+        assert by["quiet"].status is OutcomeStatus.RETRYABLE
+        assert "no SIP answer from Loa im lặng" in by["quiet"].reason
+        assert "within 1.0 s (INVITE sent" in by["quiet"].reason
+        assert "wrong address/port" in by["quiet"].reason
         assert by["bad"].status is OutcomeStatus.FAILED
         assert "malformed SIP response from Loa lỗi" in by["bad"].reason
         assert by["never"].status is OutcomeStatus.RETRYABLE
         assert "rang for 1 s without answering" in by["never"].reason
         assert "auto-answer is not enabled" in by["never"].reason
         await wait_for(lambda: silent.received.cancels == 1)
-        healths = await asyncio.gather(*(transport.probe(d) for d in (down, bad)))
-        assert not healths[0].ok and "no answer to SIP OPTIONS" in healths[0].detail
+        healths = await asyncio.gather(*(transport.probe(d) for d in (down, bad, quiet)))
+        assert not healths[0].ok and "port unreachable" in healths[0].detail
         assert not healths[1].ok and "answers garbage" in healths[1].detail
+        assert not healths[2].ok and "no answer to SIP OPTIONS" in healths[2].detail
         assert open_fds() > base
         await transport.close()
         await stop_speakers(speakers)
+        mute.close()
         await asyncio.sleep(0)
         assert open_fds() == fds
         assert len(asyncio.all_tasks()) == tasks, asyncio.all_tasks()

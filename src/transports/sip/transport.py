@@ -73,6 +73,7 @@ from transports.sip.ua import (
     Malformed,
     SipEndpoint,
     Timers,
+    Unreachable,
 )
 
 __all__ = ["CallRecord", "SipTransport"]
@@ -167,6 +168,7 @@ class SipTransport:
         sip_port: int = 0,
         timers: Timers | None = None,
         answer_timeout_s: float = 8.0,
+        response_timeout_s: float = 5.0,
         render_wait_s: float | None = None,
         media: MediaResolver | None = None,
         media_root: str | None = None,
@@ -184,20 +186,30 @@ class SipTransport:
     ) -> None:
         """``local_host``: address to bind (``0.0.0.0``: all; the address each speaker sees is
         worked out per destination). ``answer_timeout_s``: how long a speaker may ring before
-        the call is cancelled. ``render_wait_s``: how long a delivery waits for text to speech
+        the call is cancelled. ``response_timeout_s``: how long an INVITE may go without any
+        answer (not even ``100 Trying``) before the speaker counts as off (retransmissions on
+        Timer A meanwhile). ``render_wait_s``: how long a delivery waits for text to speech
         before answering retryable (the render goes on and is cached). ``media``: how audio URIs
         become bytes (default: local files and ``file://`` under ``media_root``). ``renderer``:
         text to speech (default: espeak-ng)."""
         self.name = name
         self.limits = limits or Limits(concurrency=10_000, timeout_s=15.0)
-        if answer_timeout_s <= 0 or busy_retry_s < 0 or emergency_retries < 0:
+        if (
+            answer_timeout_s <= 0
+            or response_timeout_s <= 0
+            or busy_retry_s < 0
+            or emergency_retries < 0
+        ):
             raise ValidationError(
-                "sip", "need answer_timeout_s > 0, busy_retry_s >= 0 and emergency_retries >= 0"
+                "sip",
+                "need answer_timeout_s > 0, response_timeout_s > 0, busy_retry_s >= 0 and "
+                "emergency_retries >= 0",
             )
         self.local_host = local_host
         self.sip_port = sip_port
         self.timers = timers or Timers()
         self.answer_timeout_s = answer_timeout_s
+        self.response_timeout_s = response_timeout_s
         self.render_wait_s = (
             render_wait_s if render_wait_s is not None else self.limits.timeout_s / 2
         )
@@ -392,6 +404,10 @@ class SipTransport:
                     False,
                     f"no answer to SIP OPTIONS from {device.name} at {address.hostport} within "
                     f"{wait:g} s: speaker off, unplugged, or wrong address/port",
+                )
+            if isinstance(resp, Unreachable):
+                return Health(
+                    False, f"{device.name} at {address.hostport} cannot be reached: {resp.reason}"
                 )
             if isinstance(resp, Malformed):
                 return Health(
@@ -739,6 +755,7 @@ class SipTransport:
             raise _Fail(Outcome.retryable(f"call to {device.name} stopped: {call.abort}"))
         tx = endpoint.start(invite, call.dest)
         call.tx = tx
+        sent_at = loop.time()
         ring_until: float | None = None
         cancelled: str | None = None
         try:
@@ -749,7 +766,7 @@ class SipTransport:
                 elif ring_until is not None:
                     limit = min(ring_until, deadline)
                 else:
-                    limit = deadline
+                    limit = min(sent_at + self.response_timeout_s, deadline)
                 if call.abort and not cancelled:
                     cancelled = call.abort
                     if tx.provisional:
@@ -768,13 +785,11 @@ class SipTransport:
                             )
                         ) from None
                     if ring_until is None:
-                        waited = now - (deadline - self.limits.timeout_s * 0.9)
                         raise _Fail(
                             Outcome.retryable(
                                 f"no SIP answer from {device.name} at {address.hostport} within "
-                                f"{waited:.1f} s ({endpoint.retransmissions} INVITE "
-                                "retransmissions so far on this transport): speaker off, "
-                                "unplugged, or wrong address/port"
+                                f"{loop.time() - sent_at:.1f} s (INVITE sent {tx.sends} times): speaker "
+                                "off, unplugged, or wrong address/port"
                             )
                         ) from None
                     rang = self.answer_timeout_s if ring_until <= deadline else None
@@ -791,6 +806,14 @@ class SipTransport:
                             f"no SIP answer from {device.name} at {address.hostport} "
                             f"within {endpoint.timers.b:g} s (Timer B): speaker off, unplugged, "
                             "or wrong address/port"
+                        )
+                    )
+                if isinstance(resp, Unreachable):
+                    raise _Fail(
+                        Outcome.retryable(
+                            f"{device.name} at {address.hostport} cannot be reached "
+                            f"({resp.reason}): speaker off or its SIP service down, or wrong "
+                            "address/port"
                         )
                     )
                 if isinstance(resp, Malformed):

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,12 +34,14 @@ __all__ = [
     "Response",
     "SipEndpoint",
     "Timers",
+    "Unreachable",
 ]
 
 log = logging.getLogger("transports.sip.ua")
 
 Addr = tuple[str, int]
 _DRAIN = 512  # datagrams read per wake-up of the SIP socket
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux; not exported by every Python
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,22 @@ class Malformed:
 
 
 @dataclass(frozen=True)
+class Unreachable:
+    """The network said the peer cannot be reached (ICMP port or host unreachable)."""
+
+    peer: Addr
+    errno: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Interrupted:
     """Our own side stopped waiting (preemption or shutdown)."""
 
     why: str
 
 
-Response = SipMessage | Malformed | Interrupted | None
+Response = SipMessage | Malformed | Unreachable | Interrupted | None
 
 
 class ClientTransaction:
@@ -101,6 +114,7 @@ class ClientTransaction:
         self.terminated = False
         self._ack: bytes | None = None
         self._interval = endpoint.timers.t1
+        self.sends = 1
         loop = asyncio.get_running_loop()
         self._retransmit: asyncio.TimerHandle | None = loop.call_later(
             self._interval, self._on_retransmit
@@ -119,6 +133,7 @@ class ClientTransaction:
             return
         self.endpoint.send(self.data, self.dest)
         self.endpoint.retransmissions += 1
+        self.sends += 1
         if self.invite:
             self._interval *= 2
         else:
@@ -173,11 +188,14 @@ class ClientTransaction:
         """Wake whoever awaits ``next()`` with an ``Interrupted`` (preemption, shutdown)."""
         self.queue.put_nowait(Interrupted(why))
 
-    def on_malformed(self, bad: Malformed) -> None:
-        """Garbage from our peer: report it as this transaction's answer."""
-        if self.final is None and not self.terminated:
-            self.queue.put_nowait(bad)
-            self.terminate()
+    def on_malformed(self, bad: Malformed | Unreachable) -> None:
+        """Garbage from our peer, or an ICMP error for it: this transaction's answer."""
+        if self.final is not None or self.terminated:
+            return
+        if isinstance(bad, Unreachable) and self.provisional:
+            return  # the peer answered already: an ICMP error now is about something else
+        self.queue.put_nowait(bad)
+        self.terminate()
 
     def _stop_timers(self) -> None:
         for handle in (self._retransmit, self._timeout):
@@ -257,6 +275,11 @@ class SipEndpoint:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
             sock.bind((host, port))
+            if sys.platform == "linux":
+                # ICMP errors (port or host unreachable) with the address they concern, so a
+                # speaker that is off fails at once instead of after every retransmission
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_IP, _IP_RECVERR, 1)
             loop.add_reader(sock.fileno(), self._readable)
         except BaseException:
             sock.close()
@@ -301,9 +324,8 @@ class SipEndpoint:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                # An ICMP error on the shared socket cannot be tied to one peer: the
-                # transactions concerned end on their own timers with "no answer".
                 log.debug("SIP socket error: %s", exc)
+                self._drain_errors()
                 continue
             self.datagram_received(data, addr)
             sock = self.sock
@@ -326,6 +348,35 @@ class SipEndpoint:
             peers.discard(tx.key)
             if not peers:
                 del self._by_peer[tx.dest]
+
+    def _drain_errors(self) -> None:
+        """Read the ICMP errors queued with IP_RECVERR; fail the transactions to each peer."""
+        sock = self.sock
+        flag = getattr(socket, "MSG_ERRQUEUE", 0)
+        for _ in range(_DRAIN):
+            if sock is None or not flag:
+                return
+            try:
+                _, ancdata, _, addr = sock.recvmsg(512, 512, flag)
+            except OSError:
+                return
+            code = 0
+            for level, kind, data in ancdata:
+                if level == socket.SOL_IP and kind == _IP_RECVERR and len(data) >= 4:
+                    code = int.from_bytes(data[:4], sys.byteorder)
+            if code not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                continue
+            peer: Addr = (str(addr[0]), int(addr[1]))
+            what = {
+                errno.ECONNREFUSED: "port unreachable: nothing listens for SIP on that port",
+                errno.EHOSTUNREACH: "host unreachable",
+                errno.ENETUNREACH: "network unreachable",
+            }[code]
+            bad = Unreachable(peer, code, what)
+            for key in list(self._by_peer.get(peer, ())):
+                tx = self.transactions.get(key)
+                if tx is not None:
+                    tx.on_malformed(bad)
 
     # -- what arrives -----------------------------------------------------------------------------
 
