@@ -22,6 +22,7 @@ import struct
 import sys
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from tcs_core import Category, ScheduleSpec, Settings, SourceSystem, Targets
 from tcs_core.domain.values import (
     AudioContent,
     BoardContent,
@@ -38,6 +40,7 @@ from tcs_core.domain.values import (
     Priority,
     SpeechContent,
 )
+from tcs_core.scheduler import Scheduler, VirtualClock
 from tcs_core.testing.conformance import TransportConformance, make_context
 from tcs_core.transport import DeviceTarget, Limits, Transport
 from transports.sip import (
@@ -795,6 +798,84 @@ def test_multicast_paging_zones_by_priority() -> None:
             s.close()
         assert 8 <= counts[0] < 100  # the normal page was cut by the emergency
         assert counts[1] + emergency_skipped == 15
+
+    run(main)
+
+
+def test_scheduler_drives_calls_and_an_emergency_cuts_in() -> None:
+    """End to end through tcs-core's scheduler: a normal bulletin calls every speaker of the
+    province; an emergency five (virtual) seconds later preempts it (BYE) and plays; both
+    Dispatches record delivered outcomes."""
+    library = Library()
+    normal = library.add("thong-bao.wav", tone_wav(3.0))
+    alarm = library.add("bao-dong.wav", tone_wav(0.5))
+    day = datetime(2020, 1, 1).date()
+
+    async def main() -> None:
+        speakers = await start_speakers(3)
+        app = SourceSystem(Settings.in_memory())
+        app.bootstrap_admin("admin")
+        app.create_area("P", "Tỉnh P", "province", parent=None, effective=day, actor="admin")
+        app.create_area("C1", "Xã Ea Tiêu", "commune", parent="P", effective=day, actor="admin")
+        app.create_principal(
+            "op", grants=[("operator", "P")], permissions=["emergency"], actor="admin"
+        )
+        app.create_principal(
+            "ap", grants=[("approver", "P")], permissions=["emergency"], actor="admin"
+        )
+        ids = [
+            app.register_device(
+                f"Loa thôn {i + 1}",
+                "ip_speaker",
+                area="C1",
+                transport="sip",
+                address=sp.address,
+                channels=["audio"],
+                settings={"profile": "answer-mode"},
+                actor="admin",
+            )
+            for i, sp in enumerate(speakers)
+        ]
+        t0 = datetime.now(UTC).replace(microsecond=0)
+
+        def approve(content: AudioContent, at: datetime, priority: Priority) -> UUID:
+            b = app.draft_broadcast(
+                f"Bản tin {priority.value}",
+                category=Category.DISASTER,
+                priority=priority,
+                content={Channel.AUDIO: content},
+                targets=Targets(areas=("P",), channels=["audio"]),
+                schedule=ScheduleSpec.once(at, duration_s=30),
+                actor="op",
+            )
+            app.submit_broadcast(b, "op")
+            app.approve_broadcast(b, "ap")
+            return b
+
+        first = approve(normal, t0, Priority.NORMAL)
+        second = approve(alarm, t0 + timedelta(seconds=5), Priority.EMERGENCY)
+        transport = fast_transport(library)
+        scheduler = Scheduler(app, [transport], VirtualClock(t0))
+        await scheduler.start()
+        await scheduler.run_until(t0 + timedelta(seconds=4))
+        await asyncio.sleep(0.5)  # the normal bulletin plays for real for a while
+        await scheduler.run_until(t0 + timedelta(seconds=10))
+        await asyncio.sleep(1.0)  # the emergency plays to its end
+        await scheduler.stop()
+        await transport.close()
+        for b, at in ((first, t0), (second, t0 + timedelta(seconds=5))):
+            dispatch = app.dispatch_of(b, at)
+            assert dispatch is not None
+            for device in ids:
+                outcome = dispatch.outcome(device)
+                assert outcome is not None and outcome.status is OutcomeStatus.DELIVERED
+        for sp in speakers:
+            calls = sp.received.calls
+            assert len(calls) == 2 and calls[0].ended_by == "BYE" and calls[1].ended_by == "BYE"
+            assert calls[0].packets < 150  # cut by the emergency
+            assert calls[1].headers["priority"] == "emergency"
+            assert calls[1].packets + transport.history[-1].skipped >= 20
+        await stop_speakers(speakers)
 
     run(main)
 
