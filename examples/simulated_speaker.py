@@ -29,7 +29,8 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from transports.sip import (
@@ -156,7 +157,8 @@ class Speaker:
         self._calls: dict[str, CallStats] = {}  # by Call-ID
         self._current: CallStats | None = None  # the call the RTP belongs to
         self._pending: dict[str, tuple[SipMessage, tuple[str, int], str]] = {}  # ringing
-        self._answers: dict[tuple[str, int], bytes] = {}  # last final answer per (Call-ID, CSeq)
+        # the last final answers per (Call-ID, CSeq), for retransmitted requests (bounded)
+        self._answers: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._nonces: set[str] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         # per answered call: (caller's URI, our To, caller's From), caller's address, our CSeq
@@ -256,6 +258,8 @@ class Speaker:
     def _final(self, msg: SipMessage, addr: tuple[str, int], resp: SipMessage) -> None:
         data = resp.to_bytes()
         self._answers[(msg.call_id, msg.cseq[0])] = data
+        if len(self._answers) > 256:
+            self._answers.popitem(last=False)
         self._send(data, addr)
 
     def _on_options(self, msg: SipMessage, addr: tuple[str, int]) -> None:
@@ -296,10 +300,7 @@ class Speaker:
         self._pending[msg.call_id] = (msg, addr, to_tag)
         if self.behaviour == "never":
             return
-        handle = asyncio.get_running_loop().call_later(
-            self.answer_delay_s, self._answer, msg.call_id
-        )
-        self._timers.add(handle)
+        self._later(self.answer_delay_s, self._answer, msg.call_id)
 
     def _answer(self, call_id: str) -> None:
         pending = self._pending.pop(call_id, None)
@@ -345,9 +346,16 @@ class Speaker:
         """RFC 3261 §13.3.1.4: send the 200 again (T1, doubling up to T2) until the ACK."""
         if (call_id, cseq) not in self._answers or waited >= 32.0:
             return  # ACKed, or given up after 64·T1
-        handle = asyncio.get_running_loop().call_later(
-            wait, self._resend_ok, call_id, cseq, addr, wait, waited
-        )
+        self._later(wait, self._resend_ok, call_id, cseq, addr, wait, waited)
+
+    def _later(self, delay: float, fn: Callable[..., None], *args: object) -> None:
+        """call_later, remembering the handle until it fires (stop() cancels what is left)."""
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            fn(*args)
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
         self._timers.add(handle)
 
     def _resend_ok(
