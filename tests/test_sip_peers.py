@@ -720,6 +720,34 @@ def test_speech_is_rendered_once_and_played_on_every_speaker() -> None:
     asyncio.run(main())
 
 
+def test_long_speech_is_retryable_while_espeak_renders_then_served_from_the_cache() -> None:
+    """A long text takes espeak-ng longer than render_wait_s: the delivery is retryable saying
+    so, the render goes on, and the retry is answered from the cache (one render in all)."""
+    need("espeak-ng", "espeak-ng")
+    text = "Ủy ban nhân dân xã thông báo lịch phòng chống bão số ba cho toàn thể bà con. " * 150
+    content = SpeechContent(text, "vi-VN-south")
+
+    async def main() -> None:
+        (speaker,) = await start_speakers(1)
+        transport = transport_for(Library(), render_wait_s=0.05)
+        await transport.open()
+        try:
+            target = device(speaker.address)
+            first = await transport.deliver(target, content, "k1", make_context())
+            assert first.status is OutcomeStatus.RETRYABLE, first.reason
+            assert "speech for Loa sipp is still being prepared" in first.reason
+            await wait_for(lambda: transport.cache.renders == 1, 60.0)
+            second = await transport.deliver(target, content, "k1", make_context())
+            assert second.status is OutcomeStatus.DELIVERED, second.reason
+            assert transport.cache.renders == 1
+            assert speaker.received.invites == 1
+        finally:
+            await transport.close()
+            await stop_speakers([speaker])
+
+    asyncio.run(main())
+
+
 def test_espeak_missing_gives_a_clear_reason() -> None:
     """A renderer whose program is missing fails the delivery saying what to install."""
     renderer = EspeakRenderer("espeak-ng-not-here")
