@@ -413,6 +413,10 @@ def build_parser(out: _Out, *, demo_options: bool = True) -> argparse.ArgumentPa
 
     add_kpi_commands(commands, parents=[common], lang=out.lang, func=_cmd_kpi)
 
+    from tcs_core.cluster.cli import add_cluster_commands  # cluster mode (issue 9)
+
+    add_cluster_commands(commands, parents=[common], lang=out.lang, func=_cmd_cluster)
+
     from tcs_core.discovery_cli import add_discovery_commands  # zeroconf discovery (issue 8)
 
     add_discovery_commands(commands, parents=[common], lang=out.lang, func=_cmd_devices)
@@ -904,6 +908,12 @@ def _cmd_kpi(out: _Out, args: argparse.Namespace) -> int:
 
     with SourceSystem(_settings(args)) as app:
         return run_kpi_command(args, app, stdout=cast(TextIO, out.console.file))
+
+
+def _cmd_cluster(out: _Out, args: argparse.Namespace) -> int:
+    from tcs_core.cluster.cli import run_cluster_command
+
+    return run_cluster_command(args, _settings(args), stdout=cast(TextIO, out.console.file))
 
 
 def _cmd_devices(out: _Out, args: argparse.Namespace) -> int:
