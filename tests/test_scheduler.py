@@ -20,6 +20,7 @@ from tcs_core import (
     Category,
     Channel,
     CutIn,
+    DeliveryOutcome,
     Interrupted,
     OutcomeStatus,
     Preemption,
@@ -609,3 +610,32 @@ def test_broadcast_approved_while_running_is_taken_once() -> None:
 
     h = run(go())
     assert h.scheduler.stats.dispatches == 1
+
+
+def test_outcomes_survive_another_writer_saving_the_same_dispatch() -> None:
+    """When another writer (an SMS delivery report, a former owner) saves the Dispatch between
+    the deliveries and the flush, the scheduler reloads and records the rest, keeping the other
+    writer's final outcome, and completes the dispatch instead of leaving it for a restart."""
+    app = make_app()
+    at = T0 + timedelta(minutes=5)
+    b = broadcast(app, ScheduleSpec.once(at, duration_s=60))
+    h = Harness(app)
+    s1 = device(app, "s1")
+
+    async def go() -> None:
+        await h.start()
+        await h.scheduler.run_until(at + timedelta(minutes=5), flush=False)
+        d = app.dispatch_of(b, at)
+        assert d is not None and d.pending()  # the outcomes are still buffered
+        # The other writer records s1 first (a different final outcome, to tell them apart).
+        app.record_outcomes(d.id, [DeliveryOutcome(s1, "failed", at, "reported by a peer")])
+        await h.scheduler.run_until(at + timedelta(minutes=6))
+        await h.stop()
+
+    run(go())
+    d = app.dispatch_of(b, at)
+    assert d is not None
+    assert d.pending() == []
+    assert d.completed_at is not None
+    counts = d.counts()
+    assert counts["failed"] == 1 and counts["delivered"] == 2

@@ -90,6 +90,10 @@ class _Fenced(Exception):
     """The worker lost the broadcast's partition before the Dispatch was saved."""
 
 
+# Attempts to write outcomes when other writers keep saving the same Dispatch.
+_RECORD_ATTEMPTS = 20
+
+
 class ClashRule(enum.StrEnum):
     """How a commune orders two ``priority`` items that clash (TT 39/2020: the commune decides)."""
 
@@ -491,7 +495,9 @@ class Scheduler:
                 self._aggregates.pop(bid, None)  # changed elsewhere: reload when needed
             if view.status == "approved":
                 take.append(bid)
-            elif view.status == "scheduled" and bid not in self._plans and self.ownership is not None:
+            elif (
+                view.status == "scheduled" and bid not in self._plans and self.ownership is not None
+            ):
                 # Taken by the worker that held its partition before (cluster mode): plan it.
                 self._plan(view)
             elif view.status in ("cancelled", "expired", "rejected", "drafted", "submitted"):
@@ -938,13 +944,33 @@ class Scheduler:
         preempted: dict[UUID, list[UUID]],
         done: bool,
     ) -> Any:
+        """Write outcomes after a version conflict: another writer (an SMS delivery report, a
+        worker that held the partition before) saved the same Dispatch meanwhile. Reload it in
+        the writer thread, drop what that writer already made final, and write again; repeat
+        while conflicts keep coming (bounded), so outcomes are not left for a restart."""
         assert self.writer is not None
-        try:
-            fresh: Any = await asyncio.to_thread(self.app.repository.get, opened.dispatch.id)
-            opened.dispatch = fresh
-            return await self.writer.run(self._outcome_command(opened, batch, preempted, done))
-        except Exception as exc:  # reported by the caller
-            return exc
+        dispatch_id = opened.dispatch.id
+        last: BaseException | None = None
+        for attempt in range(_RECORD_ATTEMPTS):
+
+            def command() -> Sequence[Dispatch]:
+                fresh: Dispatch = self.app.repository.get(dispatch_id)
+                opened.dispatch = fresh
+                still_open = set(fresh.pending())
+                todo = [o for o in batch if o.device_id in still_open]
+                if not todo and not preempted and not (done and fresh.completed_at is None):
+                    return []
+                written: Sequence[Dispatch] = self._outcome_command(opened, todo, preempted, done)()
+                return written
+
+            try:
+                return await self.writer.run(command)
+            except AlreadyExists as exc:
+                last = exc
+                await asyncio.sleep(0.01 * (attempt + 1))
+            except Exception as exc:  # reported by the caller
+                return exc
+        return last
 
     def _outcome_command(
         self,
