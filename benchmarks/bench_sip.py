@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
 import hashlib
@@ -219,6 +220,9 @@ async def full_transport(n: int, sink_port: int, seconds: float) -> Row:
               enumerate(devices))
         )  # fmt: skip
         ok = sum(o.status.value == "delivered" for o in outcomes)
+        why = collections.Counter(
+            o.reason.split(":")[0][-60:] for o in outcomes if o.status.value != "delivered"
+        )
         setup = time.perf_counter() - began
         await asyncio.sleep(0.5)  # let the last streams start
         stats = transport.clock_stats
@@ -247,11 +251,13 @@ async def full_transport(n: int, sink_port: int, seconds: float) -> Row:
         active = len(transport.clock.streams)
         p50, p99, mx = percentiles(stats.lateness)
         retrans = transport.endpoint.retransmissions if transport.endpoint else 0
-        note = (
-            f"{ok}/{n} calls up in {setup:.1f} s ({retrans} retransmissions), "
-            f"{active} streams active, {stats.dropped} dropped, {len(pauses)} full GCs, "
-            f"tick CPU p50 {statistics.median(stats.tick_cpu or [0]) * 1000:.1f} ms"
+        note = f"{ok}/{n} calls up in {setup:.1f} s ({retrans} retransmissions)"
+        if why:
+            note += f" (not up: {why.most_common(2)})"
+        note += (
+            f", {active} streams active, {stats.dropped} dropped, {len(pauses)} full GCs"
             + (f" (longest {max(pauses) * 1000:.0f} ms)" if pauses else "")
+            + f", tick CPU p50 {statistics.median(stats.tick_cpu or [0]) * 1000:.1f} ms"
         )
         return Row(
             "SipTransport",
