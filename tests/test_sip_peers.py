@@ -392,6 +392,57 @@ def test_sipp_busy_emergency_barges_with_priv_answer_mode(tmp_path: Path) -> Non
     asyncio.run(main())
 
 
+@pytest.mark.parametrize(
+    ("status", "extra", "outcome", "phrase", "retry_after"),
+    [
+        ("302 Moved Temporarily", "Contact: <sip:loa@10.9.9.9>\n      ", "failed",
+         "redirects the call (302 Moved Temporarily) to <sip:loa@10.9.9.9>", None),
+        ("403 Forbidden", "", "failed", "refuses our calls (403 Forbidden)", None),
+        ("404 Not Found", "", "failed", "no such user (404 Not Found)", None),
+        ("480 Temporarily Unavailable", "", "retryable", "temporarily unavailable", None),
+        ("488 Not Acceptable Here", "", "failed", "accepts none of PCMU/PCMA", None),
+        ("503 Service Unavailable", "Retry-After: 120\n      ", "retryable",
+         "temporarily unavailable (503 Service Unavailable)", 120.0),
+        ("603 Decline", "", "failed", "refused the call (603 Decline)", None),
+        ("600 Busy Everywhere", "", "retryable", "is busy (600 Busy Everywhere)", 30.0),
+    ],
+    ids=lambda v: str(v).split()[0] if isinstance(v, str) and v[:1].isdigit() else "",
+)  # fmt: skip
+def test_sipp_final_responses_become_outcomes(
+    tmp_path: Path,
+    status: str,
+    extra: str,
+    outcome: str,
+    phrase: str,
+    retry_after: float | None,
+) -> None:
+    """3xx-6xx final answers from sipp: each is ACKed and becomes failed or retryable with the
+    speaker's own words (and Retry-After where it gives one)."""
+    library = Library()
+    content = library.add("a.wav", tone_wav(0.2))
+    xml = scenario(
+        '\n  <recv request="INVITE"/>'
+        + _answer("100 Trying", to_tag=False)
+        + _answer(status, extra=extra)
+        + '\n  <recv request="ACK"/>'
+    )
+
+    async def main() -> None:
+        async with sipp_uas(tmp_path, xml) as uas:
+            transport = transport_for(library, busy_retry_s=30.0)
+            await transport.open()
+            try:
+                result = await transport.deliver(device(uas.address), content, "k", make_context())
+                assert result.status.value == outcome, result.reason
+                assert phrase in result.reason and "Loa sipp" in result.reason
+                assert result.retry_after_s == retry_after
+                assert await uas.finished() == 0, uas.errors()
+            finally:
+                await transport.close()
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("right", [True, False], ids=["right-password", "wrong-password"])
 def test_sipp_digest_authentication(tmp_path: Path, right: bool) -> None:
     """sipp challenges (401, qop=auth) and verifies our digest: the right password plays; a wrong
