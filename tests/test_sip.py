@@ -724,6 +724,37 @@ def test_failures_have_actionable_reasons_and_leak_nothing() -> None:
     run(main)
 
 
+def test_invite_retransmits_on_timer_a_then_gives_up() -> None:
+    """RFC 3261 Timer A: with no answer at all the same INVITE (same branch, CSeq) goes again
+    after T1, 2·T1, 4·T1 ...; after response_timeout_s the delivery is retryable."""
+    library = Library()
+    content = library.add("a.wav", tone_wav(0.2))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        arrivals: list[tuple[float, bytes]] = []
+
+        class Silent(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                arrivals.append((loop.time(), data))
+
+        sink, _ = await loop.create_datagram_endpoint(Silent, local_addr=("127.0.0.1", 0))
+        port = sink.get_extra_info("sockname")[1]
+        target = DeviceTarget(UUID(int=1), "Loa câm", DeviceKind.IP_SPEAKER, f"127.0.0.1:{port}")
+        async with running(fast_transport(library, timers=Timers(t1=0.1))) as transport:
+            outcome = await transport.deliver(target, content, "k", make_context())
+        sink.close()
+        assert outcome.status is OutcomeStatus.RETRYABLE and "INVITE sent 4 times" in outcome.reason
+        assert len({data for _, data in arrivals}) == 1  # byte for byte the same request
+        assert parse_message(arrivals[0][1]).method == "INVITE"
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
+        assert len(gaps) == 3
+        for gap, expected in zip(gaps, (0.1, 0.2, 0.4), strict=True):
+            assert expected * 0.8 < gap < expected + 0.08, gaps
+
+    run(main)
+
+
 def test_bad_settings_and_content_fail_clearly() -> None:
     """Unknown profile, bad address, non-audio content and missing media: failed, saying why."""
     library = Library()
