@@ -1,5 +1,5 @@
-"""Device profiles: how a speaker is told to answer by itself, how an emergency barges in, and
-which multicast zones a paging profile uses.
+"""Device profiles (how a speaker is told to answer by itself, how an emergency barges in) and
+multicast paging zones (where RTP goes for each priority level).
 
 A speaker's ``profile`` setting picks one (default ``generic``). Vendors disagree on the
 auto-answer header, so each profile names the form its devices understand:
@@ -15,8 +15,8 @@ profile                   what the INVITE carries
 ``intercom``              ``;intercom=true`` on the Request-URI (and Call-Info answer-after=0)
 ``answer-mode``           RFC 5373 ``Answer-Mode: Auto``; emergencies barge with
                           ``Priv-Answer-Mode: Auto`` (overrides the device's busy/DND state)
-``polycom``               ``Alert-Info: Ring-Answer``; multicast paging with priority (24) and
-                          emergency (25) groups
+``polycom``               ``Alert-Info: Ring-Answer`` (for paging, give the priority and
+                          emergency groups as zones)
 ``none``                  no header (the speaker is configured to answer every call itself,
                           like baresip with ``answermode=auto``)
 ========================  ======================================================================
