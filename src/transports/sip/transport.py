@@ -6,7 +6,8 @@ transport's single frame clock, and a BYE ends the call when the audio ends. ``d
 returns as soon as the audio starts (``delivered``, remote id = the Call-ID).
 
 Device settings (all optional): ``profile`` (see ``transports.sip.profiles``), ``username`` and
-``password`` (``env:NAME``) for digest authentication, ``codecs`` (``PCMU,PCMA``),
+``password`` (``env:NAME``) for digest authentication, ``codecs`` (``PCMU,PCMA``; ``G722``
+with the ``g722`` package),
 ``mode = multicast`` with ``zones`` (``normal=239.0.1.1:5004,emergency=239.0.1.9:5004``), ``ttl``
 and ``interface`` for paging zones.
 """
