@@ -8,14 +8,12 @@ CI sets ``TCS_REQUIRE_PEERS=1``, which turns that skip into a failure.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,37 +36,15 @@ if str(ROOT / "examples") not in sys.path:
 
 from simulated_board import Board, serve  # noqa: E402
 
+from chromium import ARGS  # noqa: E402
+from chromium import chromium as find_chromium  # noqa: E402
+from chromium import playwright as find_playwright  # noqa: E402
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("TCS_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 KEY = "khoá-bảng-tin-trình-duyệt"
 ALERT = "KHẨN CẤP: Bão số 3 đổ bộ, bà con không ra khơi, gia cố nhà cửa ngay!"
 ARTIFACT = ROOT / "artifacts" / "board-emergency.png"
-
-
-def _chromium() -> str:
-    path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    if not path:
-        pytest.skip(f"Chromium is not installed ({CHROMIUM}): apt-get install -y chromium")
-    return path
-
-
-def _playwright() -> Any:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.skip("the playwright package is not installed: pip install playwright")
-    return async_playwright
 
 
 def make_app(address: str) -> SourceSystem:
@@ -94,8 +70,8 @@ def make_app(address: str) -> SourceSystem:
 
 def test_emergency_overlay_appears_in_headless_chromium() -> None:
     """An emergency approved for one second from now shows as the red overlay in Chromium."""
-    chromium = _chromium()
-    async_playwright = _playwright()
+    chromium = find_chromium()
+    async_playwright = find_playwright()
 
     async def go() -> float:
         board = Board(0, KEY.encode(), "Bảng tin UBND xã Ia Pết")

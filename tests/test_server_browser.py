@@ -14,7 +14,6 @@ the test's tmp dir and to ``artifacts/server-dashboard*.png``.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import shutil
 import sys
@@ -40,38 +39,16 @@ from province_server import ServerConfig, create_app  # noqa: E402
 from province_server.api import STATE  # noqa: E402
 from province_server.sample import ServerThread, seed, write_plan  # noqa: E402
 
+from chromium import ARGS  # noqa: E402
+from chromium import chromium as find_chromium  # noqa: E402
+from chromium import playwright as find_playwright  # noqa: E402
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("TCS_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PASSWORD = "mật-khẩu-trình-duyệt-" + secrets.token_hex(4)
 TITLE = "Lịch tiêm chủng mở rộng tháng 12"
 ARTIFACTS = ROOT / "artifacts"
 VN = timezone(timedelta(hours=7))
-
-
-def _chromium() -> str:
-    path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    if not path:
-        pytest.skip(f"Chromium is not installed ({CHROMIUM}): apt-get install -y chromium")
-    return path
-
-
-def _playwright() -> Any:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.skip("the playwright package is not installed: pip install playwright")
-    return async_playwright
 
 
 async def login(page: Any, base: str, user: str) -> None:
@@ -85,8 +62,8 @@ async def login(page: Any, base: str, user: str) -> None:
 def test_compose_submit_approve_and_see_it_delivered(tmp_path: Path) -> None:
     """Operator composes and submits, a second user approves, the scheduler delivers to the
     commune's three devices, and the dashboard shows "Đã phát 3/3" without a reload."""
-    chromium = _chromium()
-    async_playwright = _playwright()
+    chromium = find_chromium()
+    async_playwright = find_playwright()
     system = SourceSystem(Settings.in_memory())
     seed(system)
     write_plan(tmp_path / "plans")

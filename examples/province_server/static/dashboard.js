@@ -38,6 +38,12 @@
     const sep = path.includes("?") ? "&" : "?";
     const r = await fetch(path + sep + "lang=" + lang, opts);
     if (r.status === 204) return null;
+    if (r.status === 401) {
+      // The session ended (logged out in another tab, expired): back to the login page, and
+      // leave the caller waiting instead of failing half-way through a refresh.
+      window.location.assign("/login?lang=" + lang);
+      return new Promise(() => {});
+    }
     const data = await r.json();
     if (!r.ok) {
       const e = data.error || {};
