@@ -49,6 +49,7 @@ from tcs_core.domain.area import area_id
 from tcs_core.domain.base import TcsAggregate
 from tcs_core.domain.broadcast import TRANSITIONS
 from tcs_core.domain.device import validate_settings
+from tcs_core.domain.discovered import DiscoveredDevice
 from tcs_core.domain.principal import principal_id, validate_username
 from tcs_core.testing import strategies as tst
 from tcs_core.testing.fixtures import (
@@ -249,7 +250,10 @@ def drive_station(app: TrackingSystem, data: st.DataObject) -> None:
         day = later(data, day)
         if step == "assess":
             app.assess_station(
-                sid, draw(tst.conditions()), reaches_villages=draw(st.booleans()), effective=day,
+                sid,
+                draw(tst.conditions()),
+                reaches_villages=draw(st.booleans()),
+                effective=day,
                 actor=ADMIN,
             )
         elif step == "convert" and kind is not StationKind.IP:
@@ -266,8 +270,11 @@ def drive_facility(app: TrackingSystem, data: st.DataObject) -> None:
     draw = data.draw
     day = later(data, SMALL_PROVINCE_SINCE)
     fid = app.establish_facility(
-        draw(SHORT_TEXT), draw(tst.facility_kinds()), area=draw(st.sampled_from(CODES)),
-        effective=day, actor=ADMIN,
+        draw(SHORT_TEXT),
+        draw(tst.facility_kinds()),
+        area=draw(st.sampled_from(CODES)),
+        effective=day,
+        actor=ADMIN,
     )
     connected = False
     for step in draw(st.lists(st.sampled_from(("connect", "close")), max_size=4)):
@@ -329,16 +336,24 @@ def drive_dispatch(app: TrackingSystem, data: st.DataObject) -> None:
         app.mark_scheduled(bid)
     devices = [
         app.register_device(
-            f"Loa {i}", "ip_speaker", area=draw(st.sampled_from(CODES)), transport="ip_speaker",
-            address=f"10.0.0.{i}", channels=["audio"], actor=ADMIN,
+            f"Loa {i}",
+            "ip_speaker",
+            area=draw(st.sampled_from(CODES)),
+            transport="ip_speaker",
+            address=f"10.0.0.{i}",
+            channels=["audio"],
+            actor=ADMIN,
         )
         for i in range(draw(st.integers(1, 4)))
     ]
     unmatched = draw(st.lists(st.uuids(), max_size=2, unique=True))
     did = app.start_dispatch(bid, draw(tst.aware_datetimes()), devices, unmatched)
     done: set[UUID] = set()
-    for step in draw(st.lists(st.sampled_from(("outcomes", "preempt", "complete")), max_size=6)):
-        if step == "outcomes":
+    steps = ("outcomes", "preempt", "receipts", "complete")
+    for step in draw(st.lists(st.sampled_from(steps), max_size=6)):
+        if step == "receipts":
+            app.record_receipts(did, draw(tst.delivery_receipts(devices, max_size=4)))
+        elif step == "outcomes":
             pending = [d for d in devices if d not in done]
             if pending:
                 batch = draw(tst.outcome_batches(pending))
@@ -351,7 +366,29 @@ def drive_dispatch(app: TrackingSystem, data: st.DataObject) -> None:
             app.save(d)
         else:
             app.complete_dispatch(did, at=draw(tst.aware_datetimes()))
+            if draw(st.booleans()):  # delivery reports arrive after completion too
+                app.record_receipts(did, draw(tst.delivery_receipts(devices, max_size=4)))
             return
+
+
+def drive_discovered(app: TrackingSystem, data: st.DataObject) -> None:
+    draw = data.draw
+    found = draw(tst.discovered_services())
+    record = app.record_discovered(found, actor=ADMIN)
+    assert record.discovered_id is not None
+    for step in draw(st.lists(st.sampled_from(("seen", "changed", "decide")), max_size=4)):
+        if step == "seen":
+            app.record_discovered(found, actor=ADMIN)
+        elif step == "changed":
+            found = attrs.evolve(found, model=draw(st.sampled_from(("A1", "B2", "C3"))))
+            app.record_discovered(found, actor=ADMIN)
+        elif draw(st.booleans()):
+            app.accept_discovered(
+                record.discovered_id, area=draw(st.sampled_from(CODES)), actor=ADMIN
+            )
+            return
+        else:
+            app.reject_discovered(record.discovered_id, draw(REASONS), actor=ADMIN)
 
 
 def drive_feedback(app: TrackingSystem, data: st.DataObject) -> None:
@@ -428,6 +465,7 @@ DRIVERS: dict[type[TcsAggregate], Callable[[TrackingSystem, st.DataObject], None
     Dispatch: drive_dispatch,
     Feedback: drive_feedback,
     Principal: drive_principal,
+    DiscoveredDevice: drive_discovered,
 }
 
 
@@ -439,10 +477,7 @@ NO_SHRINK = settings(phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.
 @pytest.mark.parametrize("persistence", PERSISTENCES)
 @pytest.mark.parametrize(
     "aggregate",
-    [
-        pytest.param(cls)
-        for cls in DRIVERS
-    ],
+    [pytest.param(cls) for cls in DRIVERS],
     ids=lambda cls: cls.__name__,
 )
 @NO_SHRINK
@@ -591,7 +626,10 @@ def test_subtrees_of_the_roots_partition_the_areas_alive_each_day(
         for aid, node in model.live().items():
             v = alive[aid]
             assert (v.code, v.name, v.kind, v.parent_id) == (
-                node.code, node.name, node.kind, node.parent_id
+                node.code,
+                node.name,
+                node.kind,
+                node.parent_id,
             ), f"area {node.code} on {day}"
             assert index.resolve(node.code, day).area_id == aid, f"code {node.code} on {day}"
         for node in model.nodes.values():

@@ -105,6 +105,11 @@ class Dispatch(TcsAggregate):
         self._members = frozenset(self.device_ids)
         self.unmatched = tuple(self.unmatched)
         self.outcomes = {k: (v[0], v[1], v[2]) for k, v in self.outcomes.items()}
+        # A snapshot stores tuples as JSON lists; receipts were added after outcomes (and were
+        # missed here until the replay property drove them).
+        self.receipts = {
+            k: (v[0], v[1], v[2], v[3]) for k, v in getattr(self, "receipts", {}).items()
+        }
 
     @staticmethod
     def start_args(

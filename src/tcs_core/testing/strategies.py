@@ -32,6 +32,8 @@ from hypothesis import strategies as st
 from tcs_core.app import Actor, SourceSystem
 from tcs_core.domain.area import area_id
 from tcs_core.domain.device import validate_settings
+from tcs_core.domain.discovered import DiscoveredService
+from tcs_core.domain.dispatch import RECEIPT_STATUSES, DeliveryReceipt
 from tcs_core.domain.values import (
     AreaKind,
     AudioContent,
@@ -98,9 +100,11 @@ __all__ = [
     "cron_expressions",
     "cut_ins",
     "delivery_outcomes",
+    "delivery_receipts",
     "device_kinds",
     "device_settings",
     "device_statuses",
+    "discovered_services",
     "facility_kinds",
     "feedback_channels",
     "feedback_statuses",
@@ -784,6 +788,63 @@ def outcome_batches(
     if not device_ids:
         raise ValueError("give at least one device id")
     return _batches(tuple(device_ids), max_size, aware_datetimes() if at is None else at)
+
+
+def delivery_receipts(
+    device_ids: Sequence[UUID],
+    max_size: int = 8,
+    at: st.SearchStrategy[datetime] | None = None,
+) -> st.SearchStrategy[list[DeliveryReceipt]]:
+    """A non-empty list of delivery receipts (e.g. SMS delivery reports) about ``device_ids``,
+    repeats and out-of-order ranks included, as gateways send them."""
+    if not device_ids:
+        raise ValueError("give at least one device id")
+    one = st.builds(
+        DeliveryReceipt,
+        st.sampled_from(tuple(device_ids)),
+        st.sampled_from(tuple(RECEIPT_STATUSES)),
+        aware_datetimes() if at is None else at,
+        st.text(alphabet="0123456789abcdef", max_size=16),
+        st.text(alphabet=st.characters(codec="utf-8", categories=["L", "N", "Zs"]), max_size=40),
+    )
+    return st.lists(one, min_size=1, max_size=max_size)
+
+
+# Service types the built-in transports declare, and one a third-party plugin might.
+_SERVICE_TYPES = (
+    ("_tcs-board._tcp.local.", "board", DeviceKind.BOARD, Channel.BOARD),
+    ("_tcs-speaker._udp.local.", "sip", DeviceKind.IP_SPEAKER, Channel.AUDIO),
+    ("_vendor-loa._tcp.local.", "vendor", DeviceKind.SPEAKER_CLUSTER, Channel.AUDIO),
+)
+
+
+@st.composite
+def discovered_services(draw: st.DrawFn) -> DiscoveredService:
+    """A valid advertisement as a zeroconf browser resolves it (Vietnamese instance names)."""
+    service_type, transport, kind, channel = draw(st.sampled_from(_SERVICE_TYPES))
+    name = draw(titles())
+    host = f"127.0.0.{draw(st.integers(1, 254))}"
+    port = draw(st.integers(1024, 65535))
+    props = draw(
+        st.dictionaries(
+            st.sampled_from(("vendor", "firmware", "zone", "room")),
+            st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=12),
+            max_size=3,
+        )
+    )
+    return DiscoveredService(
+        service_name=f"{name}.{service_type}",
+        service_type=service_type,
+        transport=transport,
+        kind=kind,
+        channels=(channel,),
+        address=f"http://{host}:{port}/" if transport == "board" else f"sip:loa@{host}:{port}",
+        name=name,
+        host=host,
+        port=port,
+        model=draw(st.sampled_from(("", "TCS-SIM", "LOA-IP-30W"))),
+        properties=tuple(sorted(props.items())),
+    )
 
 
 # --------------------------------------------------------------------------------------------
