@@ -338,6 +338,33 @@ def test_device_availability_from_transitions() -> None:
     assert two["device_availability"].denominator == (24 + 6) * 3600
 
 
+def test_sms_subscribers_do_not_count_towards_device_availability() -> None:
+    """A citizen's phone (an SMS subscriber) is not equipment: its status, even offline all
+    day, leaves the availability of the speakers and boards as it was."""
+    app = sample()
+    t0 = datetime(2025, 8, 1, tzinfo=ICT)
+    speaker, phone = (
+        app.register_device(
+            name,
+            kind,
+            area="X2",
+            transport=transport,
+            address=address,
+            channels=[channel],
+            actor="admin",
+        )
+        for name, kind, transport, address, channel in (
+            ("Loa X2", "ip_speaker", "simulated", "sim://x2", "audio"),
+            ("Thuê bao 1", "sms_subscriber", "sms", "+84912345678", "sms"),
+        )
+    )
+    app.set_device_status(speaker, "online", at=t0)
+    app.set_device_status(phone, "offline", "handset off", at=t0)
+    day = date(2025, 8, 1)
+    av = Kpis(app).as_of("P9", day, period=Period(day, day))["device_availability"]
+    assert (av.numerator, av.denominator) == (24 * 3600, 24 * 3600)
+
+
 def test_on_time_airtime_bulletins_and_asrun() -> None:
     """One dispatch to three speakers: on-time 1/3, airtime and bulletins counted, as-run rows."""
     app = sample()

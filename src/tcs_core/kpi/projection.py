@@ -62,6 +62,10 @@ __all__ = [
     "StationTimeline",
 ]
 
+# Device kinds that are not equipment of the system: an SMS subscriber is a citizen's phone,
+# so its status never counts towards device availability.
+_NOT_EQUIPMENT = frozenset({"sms_subscriber"})
+
 # Station states are tuples (kind, condition, reaches_villages, closed).
 StationState = tuple[str, str, bool, bool]
 
@@ -840,18 +844,22 @@ class KpiProjection(Projection):
             tuple(str(_raw(c)) for c in f["channels"]),
         )
         d.area_key = self.key(d.area_id)
-        self.devices_by_area[d.area_key].append(d)
+        if d.kind not in _NOT_EQUIPMENT:
+            self.devices_by_area[d.area_key].append(d)
         self.devices[did] = d
         self._device_by_hex[did.hex] = d
 
     def _device_moved(self, did: UUID, f: Mapping[str, Any]) -> None:
         d = self.devices[did]
-        self.devices_by_area[d.area_key].remove(d)
-        self.uptime_dirty.add(d.area_key)
+        counted = d.kind not in _NOT_EQUIPMENT
+        if counted:
+            self.devices_by_area[d.area_key].remove(d)
+            self.uptime_dirty.add(d.area_key)
         d.area_id = self._id(f["area_id"])
         d.area_key = self.key(d.area_id)
-        self.devices_by_area[d.area_key].append(d)
-        self.uptime_dirty.add(d.area_key)
+        if counted:
+            self.devices_by_area[d.area_key].append(d)
+            self.uptime_dirty.add(d.area_key)
 
     def _device_configured(self, did: UUID, f: Mapping[str, Any]) -> None:
         self.devices[did].channels = tuple(str(_raw(c)) for c in f["channels"])
