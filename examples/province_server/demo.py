@@ -71,6 +71,7 @@ from tcs_core import (
     ValidationError,
     load_history,
 )
+from tcs_core.i18n import message
 
 __all__ = ["DEMO", "ProvinceDemo"]
 
@@ -261,8 +262,7 @@ T: dict[str, dict[str, str]] = {
 
 
 def _t(lang: str, key: str, **kwargs: Any) -> str:
-    text = T[key]["en" if lang == "en" else "vi"]
-    return text.format(**kwargs) if kwargs else text
+    return message(T, key, lang, **kwargs)
 
 
 # -- the day's programme (content is Vietnamese whatever the display language) -------------------

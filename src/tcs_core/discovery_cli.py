@@ -37,6 +37,7 @@ from rich.table import Table
 
 from tcs_core.domain.discovered import DiscoveredService, RecordOutcome
 from tcs_core.errors import NotFound, ValidationError
+from tcs_core.i18n import message
 
 if TYPE_CHECKING:
     from tcs_core.app import SourceSystem
@@ -169,8 +170,7 @@ DISCOVERY_MESSAGES: dict[str, dict[str, str]] = {
 
 
 def _m(key: str, lang: str, **kw: Any) -> str:
-    text = DISCOVERY_MESSAGES[key]["vi" if lang == "vi" else "en"]
-    return text.format(**kw) if kw else text
+    return message(DISCOVERY_MESSAGES, key, lang, **kw)
 
 
 def add_discovery_commands(

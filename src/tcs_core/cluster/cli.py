@@ -35,6 +35,7 @@ from tcs_core.cluster.leases import ClusterConfig
 from tcs_core.cluster.status import cluster_status, render_status
 from tcs_core.config import Settings
 from tcs_core.errors import TcsError, ValidationError
+from tcs_core.i18n import message
 from tcs_core.transport import Transport, load_transport_factory
 
 __all__ = [
@@ -126,8 +127,7 @@ CLUSTER_MESSAGES: dict[str, dict[str, str]] = {
 
 
 def _m(key: str, lang: str, **kw: Any) -> str:
-    text = CLUSTER_MESSAGES[key]["vi" if lang == "vi" else "en"]
-    return text.format(**kw) if kw else text
+    return message(CLUSTER_MESSAGES, key, lang, **kw)
 
 
 def _instant(lang: str) -> Callable[[str], datetime]:

@@ -9,6 +9,7 @@ import attrs
 
 from tcs_core.cluster.leases import ClusterConfig, LeaseStore, connect
 from tcs_core.config import Settings
+from tcs_core.i18n import message
 
 __all__ = ["ClusterStatus", "PartitionStatus", "WorkerStatus", "cluster_status", "render_status"]
 
@@ -122,8 +123,7 @@ _TEXT = {
 
 
 def _t(key: str, lang: str, **kw: Any) -> str:
-    text = _TEXT[key]["vi" if lang == "vi" else "en"]
-    return text.format(**kw) if kw else text
+    return message(_TEXT, key, lang, **kw)
 
 
 def render_status(status: ClusterStatus, fmt: str = "table", lang: str = "vi") -> str:

@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tcs_core.i18n import message
 from tcs_core.kpi.engine import Kpis
 from tcs_core.kpi.planner import plan_conversions, render_conversions
 from tcs_core.kpi.plans import load_plan
@@ -89,8 +90,7 @@ KPI_MESSAGES: dict[str, dict[str, str]] = {
 
 
 def _m(key: str, lang: str, **kw: Any) -> str:
-    text = KPI_MESSAGES[key]["vi" if lang == "vi" else "en"]
-    return text.format(**kw) if kw else text
+    return message(KPI_MESSAGES, key, lang, **kw)
 
 
 def _date(lang: str) -> Callable[[str], date]:

@@ -26,6 +26,7 @@ from uuid import UUID
 import attrs
 
 from tcs_core.errors import UnknownArea, ValidationError
+from tcs_core.i18n import message
 from tcs_core.kpi.engine import AsRunRow, Evaluation, IndicatorValue, Kpis
 from tcs_core.kpi.indicators import OPERATIONAL, Indicator, IndicatorKind, Unit
 from tcs_core.kpi.periods import Period
@@ -107,7 +108,7 @@ LABELS: dict[str, dict[str, str]] = {
 
 
 def _t(key: str, lang: str) -> str:
-    return LABELS[key]["vi" if lang == "vi" else "en"]
+    return message(LABELS, key, lang)
 
 
 # ------------------------------------------------------------------------------------------

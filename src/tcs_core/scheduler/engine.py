@@ -315,27 +315,9 @@ class Scheduler:
 
     # -- rebuild -------------------------------------------------------------------------------
 
-    async def _rebuild(self) -> None:
-        now = self.clock.now()
-        to_take = []
-        for view in self.app.broadcasts.live():
-            if not self._mine(view.broadcast_id):
-                continue
-            if view.status == "approved":
-                to_take.append(view.broadcast_id)
-            else:
-                self._plan(view)
-        if to_take:
-            await self._take(to_take, now)
-        for dispatch_id, broadcast_id in list(self.app.dispatches.open.items()):
-            if self._mine(broadcast_id):
-                await self._resume(dispatch_id, broadcast_id, now)
-
-    async def adopt(self, which: Callable[[UUID], bool]) -> int:
-        """Rebuild the broadcasts ``which`` selects from the store and plan them (cluster mode:
-        a partition gained). Occurrences missed meanwhile go through the misfire policy, and
-        their unfinished dispatches are resumed. Returns how many broadcasts were planned."""
-        await asyncio.to_thread(self.app.refresh)
+    async def _rebuild(self, which: Callable[[UUID], bool] = lambda _: True) -> None:
+        """Plan the broadcasts ``which`` selects (that this scheduler owns) from the read models,
+        take the approved ones, and resume their unfinished dispatches."""
         now = self.clock.now()
         to_take = []
         for view in self.app.broadcasts.live():
@@ -359,6 +341,13 @@ class Scheduler:
         for (dispatch_id, broadcast_id), d in zip(unfinished, loaded, strict=True):
             if self._mine(broadcast_id) and dispatch_id not in self._open:
                 await self._resume(dispatch_id, broadcast_id, now, d)
+
+    async def adopt(self, which: Callable[[UUID], bool]) -> int:
+        """Rebuild the broadcasts ``which`` selects from the store and plan them (cluster mode:
+        a partition gained). Occurrences missed meanwhile go through the misfire policy, and
+        their unfinished dispatches are resumed. Returns how many broadcasts were planned."""
+        await asyncio.to_thread(self.app.refresh)
+        await self._rebuild(which)
         self._wake.set()
         return sum(1 for bid in self._plans if which(bid))
 
