@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--communes", type=int, default=5, help="communes, one speaker each")
     ap.add_argument("--workers", default="1,2,4", help="worker counts (1,2,4)")
     ap.add_argument("--partitions", type=int, default=16, help="partitions (16)")
-    ap.add_argument("--lead", type=float, default=60.0, help="seconds from launch to T (60)")
+    # A cold store took 79 s to get 2 workers ready (the first start marks every approved
+    # broadcast scheduled, one read each): 60 s flagged rows as "not ready".
+    ap.add_argument("--lead", type=float, default=120.0, help="seconds from launch to T (120)")
     ap.add_argument("--timeout", type=float, default=300.0, help="give up after T + this")
     ap.add_argument("--dsn", default=DSN, help="PostgreSQL (database for throwaway schemas)")
     ap.add_argument("--skip-sqlite", action="store_true", help="leave out the SQLite reference")
