@@ -552,6 +552,18 @@ def baresip(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     pytest.fail(f"baresip did not start: {log.read_text(errors='replace')[-1500:]}")
 
 
+
+def baresip_log_after(log: Path, calls: int, timeout: float = 10.0) -> str:
+    """baresip's log once it has written the end of `calls` calls. baresip logs (and closes its
+    recordings) on its own schedule after our BYE is answered, so reading at once races it."""
+    deadline = time.monotonic() + timeout
+    text = log.read_text(errors="replace")
+    while text.count("terminated") < calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = log.read_text(errors="replace")
+    return text
+
+
 @pytest.mark.parametrize("codec", ["PCMU", "PCMA", "G722"])
 def test_baresip_auto_answers_and_plays_the_audio(
     baresip: tuple[str, Path, Path], codec: str
@@ -583,7 +595,7 @@ def test_baresip_auto_answers_and_plays_the_audio(
             await transport.close()
 
     asyncio.run(main())
-    text = log.read_text(errors="replace")
+    text = baresip_log_after(log, calls=1)
     assert "Call established" in text and "terminated" in text, text[-1500:]
     assert "incoming rtp for 'audio' established" in text
     rate = 16000 if codec == "G722" else 8000
@@ -630,7 +642,7 @@ def test_baresip_preemption_normal_call_ends_and_emergency_plays(
             await transport.close()
 
     asyncio.run(main())
-    text = log.read_text(errors="replace")
+    text = baresip_log_after(log, calls=2)
     assert text.count("Call established") == 2, text[-2000:]
     lengths = []
     for decoded in sorted(records.glob("*dec.wav")):
