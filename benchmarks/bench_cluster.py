@@ -10,7 +10,7 @@ second, to ``--communes`` communes with one speaker each, seeded in bulk before 
 * **PostgreSQL, one process, same method** (``--skip-inprocess`` to leave out): the engine
   alone on PostgreSQL, no leases, to separate the store's cost from the cluster's.
 * **PostgreSQL cluster, N workers** (``--workers 1,2,4``): a fresh schema per N, seeded, then N
-  ``python -m tcs_core.cluster.cli worker`` processes on one clock that reaches T ``--lead``
+  ``tcs worker`` processes (``python -m tcs_core.cli worker``) on one clock that reaches T ``--lead``
   seconds after they are launched (an ``AcceleratedClock`` at speed 1 with its start set
   back). Each worker leases its share of ``--partitions`` partitions and takes its broadcasts
   before T (checked: the run says so if a worker was not ready). The figure is
@@ -153,7 +153,7 @@ def _cluster(
             cmd = [
                 sys.executable,
                 "-m",
-                "tcs_core.cluster.cli",
+                "tcs_core.cli",
                 "--lang",
                 "en",
                 "worker",

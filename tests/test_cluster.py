@@ -34,6 +34,7 @@ import attrs
 import pytest
 
 from tcs_core.app import SourceSystem
+from tcs_core.cli import main as tcs_main
 from tcs_core.cluster import (
     ClusterConfig,
     assign,
@@ -41,7 +42,6 @@ from tcs_core.cluster import (
     partition_of,
     render_status,
 )
-from tcs_core.cluster.cli import main as cluster_main
 from tcs_core.config import Settings
 from tcs_core.domain.values import ScheduleSpec, SpeechContent, Targets
 from tcs_core.errors import ValidationError
@@ -99,14 +99,22 @@ def _seed(settings: Settings, broadcasts: int, cron: str = "* * * * *") -> list[
         codes = [f"79{i:03d}" for i in range(1, COMMUNES + 1)]
         for i, code in enumerate(codes):
             app.create_area(code, f"Xã {i}", "commune", parent="79", effective=EFF, actor="admin")
-            app.register_device(f"Loa {code}", "ip_speaker", area=code, transport="memory",
-                                address=f"mem:{code}", channels=["audio"], actor="admin")
+            app.register_device(
+                f"Loa {code}",
+                "ip_speaker",
+                area=code,
+                transport="memory",
+                address=f"mem:{code}",
+                channels=["audio"],
+                actor="admin",
+            )
         app.create_principal("op", grants=[("operator", "79")], actor="admin")
         app.create_principal("ap", grants=[("approver", "79")], actor="admin")
         out = []
         for i in range(broadcasts):
             bid = app.draft_broadcast(
-                f"Bản tin {i}", category="local_government",
+                f"Bản tin {i}",
+                category="local_government",
                 content={"audio": SpeechContent(f"Bản tin {i}")},
                 targets=Targets([codes[i % COMMUNES]], ["audio"]),
                 schedule=ScheduleSpec.recurring(cron, duration_s=1, misfire_grace_s=3600),
@@ -205,10 +213,29 @@ class _Cluster:
         events = self.tmp / f"{name}.jsonl"
         log = self.tmp / f"{name}.log"
         cmd = [
-            sys.executable, "-m", "tcs_core.cluster.cli", "--lang", "en", "worker",
-            "--partitions", str(PARTITIONS), "--lease-ttl", str(TTL_S), "--renew", str(RENEW_S),
-            "--worker-id", name, "--events", str(events), "--log-fires", "--speed", str(SPEED),
-            "--clock-start", self.start.isoformat(), "--clock-epoch", repr(self.epoch),
+            sys.executable,
+            "-m",
+            "tcs_core.cli",
+            "--lang",
+            "en",
+            "worker",
+            "--partitions",
+            str(PARTITIONS),
+            "--lease-ttl",
+            str(TTL_S),
+            "--renew",
+            str(RENEW_S),
+            "--worker-id",
+            name,
+            "--events",
+            str(events),
+            "--log-fires",
+            "--speed",
+            str(SPEED),
+            "--clock-start",
+            self.start.isoformat(),
+            "--clock-epoch",
+            repr(self.epoch),
         ]
         with open(log, "wb") as f:
             proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -260,9 +287,7 @@ class _Cluster:
             st = cluster_status(self.settings)
             live = {w.worker_id: w.partitions for w in st.workers if w.alive}
             share = Counter(assign(PARTITIONS, sorted(self.procs)).values())
-            balanced = set(live) == set(self.procs) and all(
-                len(live[w]) == share[w] for w in live
-            )
+            balanced = set(live) == set(self.procs) and all(len(live[w]) == share[w] for w in live)
             if balanced and not st.unowned:
                 adopted = {w: set(self.adopted(w)) for w in live}
                 if all(set(live[w]) <= adopted[w] for w in live):
@@ -356,7 +381,9 @@ def test_three_workers_random_kills_rebalance_exactly_once(cluster: _Cluster) ->
     takeovers = _run_kills(cluster, workers=3, kills=2, seed=random.randrange(1 << 30))
     checked = _finish(cluster, broadcasts)
     print(f"takeovers: {[round(x, 2) for x in takeovers]} s; {checked} occurrences checked")
-    assert takeovers and all(t <= min(TTL_S + RENEW_S + MARGIN_S, TAKEOVER_LIMIT_S) for t in takeovers)
+    assert takeovers and all(
+        t <= min(TTL_S + RENEW_S + MARGIN_S, TAKEOVER_LIMIT_S) for t in takeovers
+    )
     assert checked >= 16 * 20
 
 
@@ -458,7 +485,8 @@ def test_network_partition_worker_stops_firing_before_takeover(cluster: _Cluster
         for part in held:
             fires = [e["t"] for e in events if e["ev"] == "fire" and e["partition"] == part]
             fences = [
-                e["t"] for e in events
+                e["t"]
+                for e in events
                 if e["ev"] == "dropped" and part in e["partitions"] and e["t"] > cut_at
             ]
             assert fences, f"b never fenced partition {part}"
@@ -634,16 +662,25 @@ def test_cluster_config_rejects_unsafe_timing() -> None:
 def test_settings_from_env_read_the_postgres_options() -> None:
     """TCS_POSTGRES_SCHEMA / TCS_POSTGRES_POOL_SIZE reach the settings and eventsourcing's
     environment; a bad pool size or schema name is refused with the setting named."""
-    s = Settings.from_env({
-        "TCS_PERSISTENCE": "postgres", "TCS_POSTGRES_DSN": PG_DSN,
-        "TCS_POSTGRES_SCHEMA": "tinh_79", "TCS_POSTGRES_POOL_SIZE": "7",
-    })
+    s = Settings.from_env(
+        {
+            "TCS_PERSISTENCE": "postgres",
+            "TCS_POSTGRES_DSN": PG_DSN,
+            "TCS_POSTGRES_SCHEMA": "tinh_79",
+            "TCS_POSTGRES_POOL_SIZE": "7",
+        }
+    )
     env = s.eventsourcing_env({})
     assert env["POSTGRES_SCHEMA"] == "tinh_79" and env["POSTGRES_POOL_SIZE"] == "7"
     assert env["POSTGRES_CONNECT_TIMEOUT"] == "5"
     with pytest.raises(ValidationError, match="TCS_POSTGRES_POOL_SIZE"):
-        Settings.from_env({"TCS_PERSISTENCE": "postgres", "TCS_POSTGRES_DSN": PG_DSN,
-                           "TCS_POSTGRES_POOL_SIZE": "many"})
+        Settings.from_env(
+            {
+                "TCS_PERSISTENCE": "postgres",
+                "TCS_POSTGRES_DSN": PG_DSN,
+                "TCS_POSTGRES_POOL_SIZE": "many",
+            }
+        )
     with pytest.raises(ValidationError, match="postgres_schema"):
         Settings.postgres(PG_DSN, postgres_schema='x"; DROP TABLE y; --')
 
@@ -678,7 +715,7 @@ def test_cluster_commands_need_postgres(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("TCS_SQLITE_PATH", str(tmp_path / "x.sqlite"))
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
-    assert cluster_main(["--lang", "en", "cluster", "status"]) == 2
+    assert tcs_main(["--lang", "en", "cluster", "status"]) == 2
     assert "needs PostgreSQL" in err.getvalue()
 
 
@@ -694,16 +731,16 @@ def test_cluster_commands_say_when_postgres_is_unreachable(
     monkeypatch.setenv("TCS_POSTGRES_DSN", f"postgresql://postgres@127.0.0.1:{port}/test")
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
-    assert cluster_main(["--lang", "en", "cluster", "status"]) == 1
+    assert tcs_main(["--lang", "en", "cluster", "status"]) == 1
     assert f"cannot reach PostgreSQL at 127.0.0.1:{port}/test" in err.getvalue()
     err.truncate(0)
-    assert cluster_main(["--lang", "en", "worker"]) == 1
+    assert tcs_main(["--lang", "en", "worker"]) == 1
     assert "cannot reach PostgreSQL" in err.getvalue()
 
 
 @pytest.mark.postgres
 def test_status_command_shows_workers_partitions_and_lag(
-    pg: Settings, monkeypatch: pytest.MonkeyPatch
+    pg: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``cluster status`` lists the live worker with its partitions and lag behind the log, in
     Vietnamese by default and as JSON; before any worker joined it says how to start one."""
@@ -714,9 +751,9 @@ def test_status_command_shows_workers_partitions_and_lag(
     monkeypatch.setenv("TCS_PERSISTENCE", "postgres")
     monkeypatch.setenv("TCS_POSTGRES_DSN", PG_DSN)
     monkeypatch.setenv("TCS_POSTGRES_SCHEMA", pg.postgres_schema or "")
-    out = io.StringIO()
-    assert cluster_main(["cluster", "status"], stdout=out) == 0
-    assert "tcs worker" in out.getvalue()
+    capsys.readouterr()
+    assert tcs_main(["cluster", "status"]) == 0
+    assert "tcs worker" in capsys.readouterr().out
     config = ClusterConfig(partitions=4)
     store = LeaseStore(pg, config)
     conn = connect(pg)
@@ -732,9 +769,8 @@ def test_status_command_shows_workers_partitions_and_lag(
     assert st.partitions == 4 and not st.unowned
     (w,) = st.workers
     assert w.alive and w.partitions == (0, 1, 2, 3) and w.lag == st.head - 3 > 0
-    out = io.StringIO()
-    assert cluster_main(["cluster", "status", "--format", "json"], stdout=out) == 0
-    assert json.loads(out.getvalue())["workers"][0]["worker_id"] == "w-a"
+    assert tcs_main(["cluster", "status", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["workers"][0]["worker_id"] == "w-a"
     text = render_status(st, lang="vi")
     assert "phân vùng" in text and "w-a" in text
 
@@ -754,9 +790,15 @@ def test_projections_follow_other_writers_without_skipping(pg: Settings) -> None
 
     def write() -> None:
         while not stop.is_set():
-            writer.register_device(f"Loa {written[0]}", "ip_speaker", area="79001",
-                                   transport="memory", address=f"mem:x{written[0]}",
-                                   channels=["audio"], actor="admin")
+            writer.register_device(
+                f"Loa {written[0]}",
+                "ip_speaker",
+                area="79001",
+                transport="memory",
+                address=f"mem:x{written[0]}",
+                channels=["audio"],
+                actor="admin",
+            )
             written[0] += 1
 
     t = threading.Thread(target=write, daemon=True)

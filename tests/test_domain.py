@@ -153,10 +153,13 @@ def test_liveness_rejects_naive_times() -> None:
 
 
 def test_decommissioned_device_is_final(app: SourceSystem) -> None:
-    """A decommissioned device leaves the area index and accepts no more changes."""
+    """A decommissioned device leaves the area and address indexes and accepts no more
+    changes."""
     d = _speaker(app)
+    assert [v.device_id for v in app.devices.at_address("sip:loa1@127.0.0.1")] == [d]
     app.decommission_device(d, "hỏng do sét đánh", actor="admin")
     assert app.devices.in_areas([app.area("A").area_id]) == []
+    assert app.devices.at_address("sip:loa1@127.0.0.1") == []
     with pytest.raises(InvalidTransition, match="decommissioned"):
         app.set_device_status(d, "online")
 
@@ -260,3 +263,31 @@ def test_innocent_setting_names_are_not_secrets(app: SourceSystem) -> None:
             settings={"sip_password": "123456"},
             actor="admin",
         )
+
+
+def test_inbound_addresses_match_active_devices_of_the_kind(app: SourceSystem) -> None:
+    """``subscriber_area`` finds the area of the active device of that kind at that address (a
+    replacement at a reused address wins over the decommissioned one); other kinds don't match."""
+    old = app.register_device(
+        "Thuê bao cũ",
+        "sms_subscriber",
+        area="A",
+        transport="sms",
+        address="+84912000001",
+        channels=["sms"],
+        actor="admin",
+    )
+    app.decommission_device(old, "đổi chủ thuê bao", actor="admin")
+    assert app.subscriber_area("+84912000001", "sms_subscriber") is None
+    app.register_device(
+        "Thuê bao mới",
+        "sms_subscriber",
+        area="B",
+        transport="sms",
+        address="+84912000001",
+        channels=["sms"],
+        actor="admin",
+    )
+    assert app.subscriber_area("+84912000001", "sms_subscriber") == "B"
+    assert app.subscriber_area("+84912000001", "ip_speaker") is None
+    assert app.subscriber_area("+84912000002", "sms_subscriber") is None

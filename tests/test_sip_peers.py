@@ -552,7 +552,6 @@ def baresip(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     pytest.fail(f"baresip did not start: {log.read_text(errors='replace')[-1500:]}")
 
 
-
 def baresip_log_after(log: Path, calls: int, timeout: float = 10.0) -> str:
     """baresip's log once it has written the end of `calls` calls. baresip logs (and closes its
     recordings) on its own schedule after our BYE is answered, so reading at once races it."""

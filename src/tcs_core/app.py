@@ -733,8 +733,8 @@ class SourceSystem(Application[UUID]):
             raise PermissionDenied(f"{actor} needs the admin role over some area")
 
     def _device_at(self, transport: str, address: str) -> DeviceView | None:
-        for d in self.devices.all():
-            if d.active and d.transport == transport and d.address == address:
+        for d in self.devices.at_address(address):
+            if d.transport == transport:
                 return d
         return None
 
@@ -1167,8 +1167,8 @@ class SourceSystem(Application[UUID]):
         the SMS subscriber with that phone number), or None; matches inbound messages to areas."""
         k = DeviceKind(kind)
         day = self.areas.day(_now())
-        for view in self.devices.all():
-            if view.active and view.kind == k and view.address == address:
+        for view in self.devices.at_address(address):
+            if view.kind == k:
                 v = self.areas.version_at(view.area_id, day)
                 if v is not None:
                     return v.code

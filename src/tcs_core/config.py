@@ -68,7 +68,8 @@ class Settings:
                 )
         if self.postgres_schema is not None and not _SCHEMA.fullmatch(self.postgres_schema):
             raise ValidationError(
-                "postgres_schema", "use letters, digits and '_' (at most 63, not starting with a digit)"
+                "postgres_schema",
+                "use letters, digits and '_' (at most 63, not starting with a digit)",
             )
         for name in (
             "postgres_pool_size",

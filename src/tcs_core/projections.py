@@ -311,7 +311,8 @@ class DeviceView:
 
 
 class DeviceIndex(Projection):
-    """Devices by id and by area, maintained incrementally for target resolution."""
+    """Devices by id, by area and by address, maintained incrementally for target resolution
+    and for matching what comes in (an SMS from a number, an advertised board) to a device."""
 
     topics = (
         "tcs.device.registered",
@@ -325,6 +326,8 @@ class DeviceIndex(Projection):
         super().__init__()
         self._devices: dict[UUID, DeviceView] = {}
         self._by_area: dict[UUID, set[UUID]] = defaultdict(set)
+        # Active devices only: an address is reused once its device is decommissioned.
+        self._by_address: dict[str, set[UUID]] = defaultdict(set)
 
     def on_registered(self, e: Any) -> None:
         d = DeviceView(
@@ -340,9 +343,13 @@ class DeviceIndex(Projection):
         d.settings = dict(e.settings)
         self._devices[d.device_id] = d
         self._by_area[d.area_id].add(d.device_id)
+        self._by_address[d.address].add(d.device_id)
 
     def on_configured(self, e: Any) -> None:
         d = self._devices[e.originator_id]
+        if d.active and e.address != d.address:
+            self._unindex_address(d)
+            self._by_address[e.address].add(d.device_id)
         d.address = e.address
         d.settings = dict(e.settings)
         d.channels = tuple(Channel(c) for c in e.channels)
@@ -361,6 +368,14 @@ class DeviceIndex(Projection):
         d = self._devices[e.originator_id]
         d.active = False
         self._by_area[d.area_id].discard(d.device_id)
+        self._unindex_address(d)
+
+    def _unindex_address(self, d: DeviceView) -> None:
+        ids = self._by_address.get(d.address)
+        if ids is not None:
+            ids.discard(d.device_id)
+            if not ids:
+                del self._by_address[d.address]
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -373,6 +388,11 @@ class DeviceIndex(Projection):
         """Active devices attached to any of the areas."""
         with self.lock:
             return [self._devices[d] for a in area_ids for d in self._by_area.get(a, ())]
+
+    def at_address(self, address: str) -> list[DeviceView]:
+        """Active devices whose address is exactly ``address`` (any transport or kind)."""
+        with self.lock:
+            return [self._devices[d] for d in self._by_address.get(address, ())]
 
     def all(self) -> list[DeviceView]:
         """Every device ever registered (decommissioned ones have ``active`` False)."""

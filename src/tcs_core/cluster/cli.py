@@ -14,10 +14,8 @@ Commands:
   cluster and schedule the partitions this worker leases until SIGTERM / Ctrl-C;
 - ``tcs cluster status [--format table|json]``: workers, partitions, lag behind the log.
 
-``build_cluster_parser()`` gives the same commands as a parser of their own (with ``--config``
-and ``--lang``) and ``main(argv)`` runs it with ``Settings.from_env()`` (``TCS_PERSISTENCE=postgres``,
-``TCS_POSTGRES_DSN``, ``TCS_POSTGRES_SCHEMA``, …) or the ``--config`` file:
-``python -m tcs_core.cluster.cli worker``.
+Both read ``--config`` or the environment (``TCS_PERSISTENCE=postgres``, ``TCS_POSTGRES_DSN``,
+``TCS_POSTGRES_SCHEMA``, …); there is one entry point, ``tcs`` (``python -m tcs_core.cli``).
 """
 
 from __future__ import annotations
@@ -41,8 +39,6 @@ from tcs_core.transport import Transport, load_transport_factory
 __all__ = [
     "CLUSTER_MESSAGES",
     "add_cluster_commands",
-    "build_cluster_parser",
-    "main",
     "run_cluster_command",
 ]
 
@@ -92,7 +88,6 @@ CLUSTER_MESSAGES: dict[str, dict[str, str]] = {
     },
     "opt.format": {"vi": "định dạng", "en": "output format"},
     "opt.lang": {"vi": "ngôn ngữ hiển thị (vi, en)", "en": "display language (vi, en)"},
-    "opt.config": {"vi": "tệp cấu hình tcs.toml", "en": "tcs.toml configuration file"},
     "needs_postgres": {
         "vi": "chế độ cụm cần PostgreSQL: đặt TCS_PERSISTENCE=postgres và TCS_POSTGRES_DSN, "
         'hoặc [persistence] kind = "postgres" trong tcs.toml',
@@ -299,37 +294,3 @@ async def _run_worker(args: argparse.Namespace, settings: Settings, out: TextIO,
         )
         await worker.run()
     return 0
-
-
-def build_cluster_parser(lang: str = "vi") -> argparse.ArgumentParser:
-    """A parser with just the cluster commands, plus ``--config`` (for ``main``)."""
-    p = argparse.ArgumentParser(prog="tcs", description=_m("cluster", lang))
-    p.add_argument("--config", metavar="PATH", help=_m("opt.config", lang))
-    p.add_argument("--lang", choices=("vi", "en"), default="vi", help=_m("opt.lang", lang))
-    # The same option after the command; SUPPRESS keeps the value given before it.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--lang", choices=("vi", "en"), default=argparse.SUPPRESS)
-    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_cluster_commands(commands, parents=[common], lang=lang)
-    return p
-
-
-def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
-    """``python -m tcs_core.cluster.cli worker|cluster status`` with the environment's settings
-    (or ``--config``); prints a one-line error and returns 2 on bad settings."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    lang = "en" if "--lang" in argv and argv[argv.index("--lang") + 1 :][:1] == ["en"] else "vi"
-    args = build_cluster_parser(lang).parse_args(argv)
-    try:
-        settings = Settings.from_toml(args.config) if args.config else Settings.from_env()
-        return run_cluster_command(args, settings, stdout=stdout)
-    except ValidationError as exc:
-        print(f"tcs: {exc}", file=sys.stderr)
-        return 2
-    except TcsError as exc:
-        print(f"tcs: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
