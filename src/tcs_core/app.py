@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import sqlite3
 import threading
 import time
@@ -23,6 +24,7 @@ from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 
 from tcs_core import transcodings
+from tcs_core.checkpoints import Checkpoint, CheckpointStore, code_fingerprint
 from tcs_core.config import Settings
 from tcs_core.domain.area import Area
 from tcs_core.domain.base import TcsAggregate, as_date
@@ -84,6 +86,8 @@ from tcs_core.projections import (
 )
 
 __all__ = ["SYSTEM", "Actor", "SourceSystem", "SystemActor"]
+
+log = logging.getLogger("tcs_core.app")
 
 A = TypeVar("A", bound=TcsAggregate)
 
@@ -169,7 +173,13 @@ class SourceSystem(Application[UUID]):
         if self.settings.persistence == "sqlite":
             _prepare_sqlite(self.settings.sqlite_path, self.settings.sqlite_lock_timeout_s)
         super().__init__(env=es_env)
-        self._catch_up()
+        self.checkpoints = CheckpointStore.for_settings(self.settings)
+        self.loaded_checkpoint: Checkpoint | None = None  # what this start began from, if any
+        with self._projection_lock:
+            restored = self._restore_checkpoint()
+            replayed = self._catch_up_locked()
+            if replayed >= self.settings.checkpoint_after_events > 0 and restored is not False:
+                self._save_checkpoint_quietly()
 
     # -- persistence wiring --------------------------------------------------------------------
 
@@ -182,8 +192,9 @@ class SourceSystem(Application[UUID]):
         with self._projection_lock:
             self._catch_up_locked()
 
-    def _catch_up_locked(self) -> None:
+    def _catch_up_locked(self) -> int:
         topics = sorted({t for p in self._projections for t in p.topics})
+        applied = 0
         # Read the head first: an event another process commits after this point is read next
         # time, instead of being skipped when the position jumps to the head below.
         top = self.recorder.max_notification_id() or 0
@@ -201,9 +212,71 @@ class SourceSystem(Application[UUID]):
                 event = self.mapper.to_domain_event(n)
                 for p in self._readers.get(n.topic, ()):
                     p.apply(n.topic, event)
+            applied += len(batch)
             # The filtered log skips other topics: the position is the newest id seen overall.
             self.position = max(batch[-1].id, self.position)
         self.position = max(self.position, top)
+        return applied
+
+    # -- checkpoints of the read models (tcs_core.checkpoints) ---------------------------------
+
+    _CHECKPOINT = "source-system"
+
+    def _checkpoint_fingerprint(self) -> str:
+        return code_fingerprint([type(self), *(type(p) for p in self._projections)])
+
+    def _restore_checkpoint(self) -> bool | None:
+        """Load the indexes from the checkpoint if one is valid here: True if loaded, None if
+        there was none to use, False if the store cannot be read for it (then never write)."""
+        if self.checkpoints is None:
+            return None
+        try:
+            found = self.checkpoints.load(
+                self._CHECKPOINT, fingerprint=self._checkpoint_fingerprint(), recorder=self.recorder
+            )
+        except Exception as exc:  # a cache: never stop the application from opening
+            log.warning("checkpoint not loaded: %s", exc)
+            return False
+        if found is None:
+            return None
+        info, states = found
+        if not isinstance(states, dict) or set(states) != set(range(len(self._projections))):
+            return None
+        loaded = [states[i] for i in range(len(self._projections))]
+        if any(type(a) is not type(b) for a, b in zip(loaded, self._projections, strict=True)):
+            return None
+        if getattr(loaded[0], "zone", None) != self.settings.zone:
+            return None
+        for live, saved in zip(self._projections, loaded, strict=True):
+            live.restore(saved)
+        self.position = info.position
+        self.loaded_checkpoint = info
+        log.info("indexes loaded from checkpoint at event %d (%s)", info.position, info.path)
+        return True
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Write a checkpoint of the indexes at the current position now, so the next start
+        replays only what comes after; None when checkpoints are off (see ``Settings``)."""
+        if self.checkpoints is None:
+            return None
+        with self._projection_lock:
+            states = dict(enumerate(self._projections))
+            return self.checkpoints.save(
+                self._CHECKPOINT,
+                states,
+                position=self.position,
+                fingerprint=self._checkpoint_fingerprint(),
+                recorder=self.recorder,
+            )
+
+    def _save_checkpoint_quietly(self) -> None:
+        try:
+            info = self.checkpoint()
+        except Exception as exc:  # e.g. a read-only or full disk: the log is still the record
+            log.warning("checkpoint not written: %s", exc)
+            return
+        if info is not None:
+            log.info("indexes checkpointed at event %d (%s)", info.position, info.path)
 
     def refresh(self) -> None:
         """Apply events that other processes have recorded since this one last looked."""

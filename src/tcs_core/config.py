@@ -52,6 +52,10 @@ class Settings:
     postgres_connect_timeout_s: int = attrs.field(default=5, validator=_positive)
     postgres_idle_in_transaction_timeout_s: int = attrs.field(default=5, validator=_positive)
     zone: str = attrs.field(default=DEFAULT_ZONE, converter=_zone)
+    # Projection checkpoints (tcs_core.checkpoints): where, and after how many replayed events a
+    # new one is written (0: never use them). Default place: beside the SQLite file.
+    checkpoint_dir: str | None = None
+    checkpoint_after_events: int = 50_000
 
     def __attrs_post_init__(self) -> None:
         if self.persistence == "postgres":
@@ -70,6 +74,14 @@ class Settings:
             raise ValidationError(
                 "postgres_schema",
                 "use letters, digits and '_' (at most 63, not starting with a digit)",
+            )
+        if (
+            not isinstance(self.checkpoint_after_events, int)
+            or isinstance(self.checkpoint_after_events, bool)
+            or self.checkpoint_after_events < 0
+        ):
+            raise ValidationError(
+                "checkpoint_after_events", "must be a whole number, 0 to turn checkpoints off"
             )
         for name in (
             "postgres_pool_size",
@@ -121,13 +133,16 @@ class Settings:
             "postgres_pool_size": "postgres_pool_size",
             "postgres_connect_timeout_s": "postgres_connect_timeout_s",
             "postgres_idle_in_transaction_timeout_s": "postgres_idle_in_transaction_timeout_s",
+            "checkpoint_dir": "checkpoint_dir",
+            "checkpoint_after_events": "checkpoint_after_events",
         }
         for key, value in p.items():
             if key not in mapping:
                 raise ValidationError(f"persistence.{key}", f"unknown setting in {path}")
             kwargs[mapping[key]] = value
-        if "sqlite_path" in kwargs and not Path(kwargs["sqlite_path"]).is_absolute():
-            kwargs["sqlite_path"] = str(Path(path).parent / kwargs["sqlite_path"])
+        for key in ("sqlite_path", "checkpoint_dir"):
+            if isinstance(kwargs.get(key), str) and not Path(kwargs[key]).is_absolute():
+                kwargs[key] = str(Path(path).parent / kwargs[key])
         defaults = data.get("defaults", {})
         if "zone" in defaults:
             kwargs["zone"] = defaults["zone"]
@@ -140,7 +155,8 @@ class Settings:
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         """``TCS_CONFIG`` (a tcs.toml path), else ``TCS_PERSISTENCE`` / ``TCS_SQLITE_PATH`` /
         ``TCS_POSTGRES_DSN`` / ``TCS_POSTGRES_SCHEMA`` / ``TCS_POSTGRES_POOL_SIZE`` /
-        ``TCS_POSTGRES_PASSWORD_ENV``, else the defaults."""
+        ``TCS_POSTGRES_PASSWORD_ENV`` / ``TCS_CHECKPOINT_DIR`` / ``TCS_CHECKPOINT_AFTER_EVENTS``,
+        else the defaults."""
         env = os.environ if environ is None else environ
         if env.get("TCS_CONFIG"):
             return cls.from_toml(env["TCS_CONFIG"])
@@ -155,14 +171,18 @@ class Settings:
             kwargs["postgres_schema"] = env["TCS_POSTGRES_SCHEMA"]
         if env.get("TCS_POSTGRES_PASSWORD_ENV"):
             kwargs["postgres_password_env"] = env["TCS_POSTGRES_PASSWORD_ENV"]
-        if env.get("TCS_POSTGRES_POOL_SIZE"):
-            raw = env["TCS_POSTGRES_POOL_SIZE"]
-            try:
-                kwargs["postgres_pool_size"] = int(raw)
-            except ValueError:
-                raise ValidationError(
-                    "TCS_POSTGRES_POOL_SIZE", f"{raw!r} is not a whole number"
-                ) from None
+        if env.get("TCS_CHECKPOINT_DIR"):
+            kwargs["checkpoint_dir"] = env["TCS_CHECKPOINT_DIR"]
+        for var, key in (
+            ("TCS_POSTGRES_POOL_SIZE", "postgres_pool_size"),
+            ("TCS_CHECKPOINT_AFTER_EVENTS", "checkpoint_after_events"),
+        ):
+            raw = env.get(var)
+            if raw:
+                try:
+                    kwargs[key] = int(raw)
+                except ValueError:
+                    raise ValidationError(var, f"{raw!r} is not a whole number") from None
         return cls(**kwargs)
 
     # -- eventsourcing environment ---------------------------------------------------------------

@@ -74,6 +74,23 @@ class Projection:
                 handler(event)
                 self.changes += 1
 
+    # Checkpoints (tcs_core.checkpoints) pickle the state: everything but the lock and handlers.
+    def __getstate__(self) -> dict[str, Any]:
+        with self.lock:
+            return {k: v for k, v in self.__dict__.items() if k not in ("lock", "_handlers")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.RLock()
+        self._handlers = {t: getattr(self, "on_" + t.rsplit(".", 1)[1]) for t in self.topics}
+
+    def restore(self, other: Projection) -> None:
+        """Take ``other``'s state in place (a checkpoint loaded into this live object)."""
+        if type(other) is not type(self):
+            raise TypeError(f"cannot restore a {type(self).__name__} from {type(other).__name__}")
+        with self.lock:
+            self.__dict__.update(other.__getstate__())
+
 
 # ----------------------------------------------------------------------------------------------
 # Areas

@@ -19,6 +19,7 @@ equal the original ones (``Reattribution.totals``).
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from uuid import UUID
 
 import attrs
 
+from tcs_core.checkpoints import Checkpoint, code_fingerprint
 from tcs_core.domain.values import AreaKind
 from tcs_core.errors import UnknownArea, ValidationError
 from tcs_core.kpi.indicators import INDICATORS, Indicator, IndicatorKind, indicator
@@ -61,6 +63,8 @@ __all__ = [
     "reattribute",
     "structure_on",
 ]
+
+log = logging.getLogger("tcs_core.kpi")
 
 #: Baseline of the conversion indicators when none is given: the start of the 2021-2025 strategy
 #: (Quyết định 1381/QĐ-BTTTT).
@@ -846,7 +850,8 @@ class AsRunRow:
 class Kpis:
     """The indicators of one application: a ``KpiProjection`` kept current from its store.
 
-    ``Kpis(app)`` builds the projection by reading the notification log once; every query
+    ``Kpis(app)`` builds the projection by reading the notification log once (from the
+    deployment's checkpoint, if a valid one exists: see ``tcs_core.checkpoints``); every query
     first catches up with what was recorded since (``refresh``), so answers are current.
     """
 
@@ -859,9 +864,67 @@ class Kpis:
         auto_refresh: bool = True,
     ) -> None:
         self.app = app
-        self.projection = projection or KpiProjection(app.settings.zone, on_time_within)
         self.auto_refresh = auto_refresh
-        self.refresh()
+        self.loaded_checkpoint: Checkpoint | None = None  # what the projection began from
+        self._checkpoint_name: str | None = None  # None: a projection given by the caller
+        if projection is not None:
+            self.projection = projection
+            self.refresh()
+            return
+        self.projection = KpiProjection(app.settings.zone, on_time_within)
+        self._checkpoint_name = f"kpi-{self.projection.on_time_within_s}s"
+        restored = self._restore()
+        replayed = self.refresh()
+        threshold = app.settings.checkpoint_after_events
+        if replayed >= threshold > 0 and restored is not False:
+            try:
+                self.checkpoint()
+            except Exception as exc:  # a cache: the log is still the record
+                log.warning("KPI checkpoint not written: %s", exc)
+
+    def _restore(self) -> bool | None:
+        store = self.app.checkpoints
+        if store is None or self._checkpoint_name is None:
+            return None
+        try:
+            found = store.load(
+                self._checkpoint_name,
+                fingerprint=code_fingerprint([KpiProjection]),
+                recorder=self.app.recorder,
+            )
+        except Exception as exc:  # a cache: never stop the indicators from being computed
+            log.warning("KPI checkpoint not loaded: %s", exc)
+            return False
+        if found is None:
+            return None
+        info, saved = found
+        live = self.projection
+        if (
+            type(saved) is not KpiProjection
+            or saved.zone != live.zone
+            or saved.on_time_within_s != live.on_time_within_s
+            or saved.position != info.position
+        ):
+            return None
+        live.restore(saved)
+        self.loaded_checkpoint = info
+        log.info("KPI projection loaded from checkpoint at event %d", info.position)
+        return True
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Write the projection's state as the deployment's KPI checkpoint now; None when
+        checkpoints are off."""
+        store = self.app.checkpoints
+        if store is None or self._checkpoint_name is None:
+            return None
+        with self.projection.lock:
+            return store.save(
+                self._checkpoint_name,
+                self.projection,
+                position=self.projection.position,
+                fingerprint=code_fingerprint([KpiProjection]),
+                recorder=self.app.recorder,
+            )
 
     def refresh(self) -> int:
         """Apply the events recorded since the last look; returns how many were applied."""

@@ -569,7 +569,10 @@ class KpiProjection(Projection):
         self._uptime: dict[int, AreaUptime] = {}
         self.uptime_dirty: set[int] = set()  # area keys whose devices changed since built
         self._feedback_sorted: list[FeedbackRecord] | None = []
-        self._handlers_by_topic: dict[str, Handler] = {
+        self._handlers_by_topic = self._handler_table()
+
+    def _handler_table(self) -> dict[str, Handler]:
+        handlers: dict[str, Handler] = {
             "tcs.station.registered": self._station_registered,
             "tcs.station.condition_changed": self._station_condition,
             "tcs.station.converted_to_ip": self._station_converted,
@@ -591,9 +594,21 @@ class KpiProjection(Projection):
             "tcs.dispatch.outcomes_recorded": self._dispatch_outcomes,
         }
         for topic in AreaIndex.topics:
-            self._handlers_by_topic[topic] = self._area_event(topic)
-        missing = set(self.topics) - set(self._handlers_by_topic)
+            handlers[topic] = self._area_event(topic)
+        missing = set(self.topics) - set(handlers)
         assert not missing, missing
+        return handlers
+
+    # Checkpoints (tcs_core.checkpoints) pickle the state: everything but the lock and handlers.
+    def __getstate__(self) -> dict[str, Any]:
+        with self.lock:
+            skip = ("lock", "_handlers_by_topic")
+            return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.RLock()
+        self._handlers_by_topic = self._handler_table()
 
     # -- feeding -------------------------------------------------------------------------------
 
