@@ -257,3 +257,26 @@ def test_checkpoint_settings_come_from_toml_and_environment(tmp_path: Path) -> N
     assert store is not None and store.directory == tmp_path
     with pytest.raises(ValueError, match="bad checkpoint name"):
         store.path("../etc/passwd")
+
+
+def test_close_writes_a_checkpoint_after_a_long_run(tmp_path: Path) -> None:
+    """A process that applied more than ``checkpoint_after_events`` events since the last
+    checkpoint writes one when it closes, so a long-running server restarts from its last state;
+    fewer events write nothing."""
+    db = tmp_path / "tcs.sqlite"
+    ckpt = Path(str(db) + ".checkpoints") / "source-system.ckpt"
+    app = SourceSystem(settings(db, checkpoint_after_events=3))
+    app.bootstrap_admin("admin")
+    app.close()
+    assert not ckpt.exists()  # one event: below the threshold
+    app = SourceSystem(settings(db, checkpoint_after_events=3))
+    for code in ("01", "02", "04"):
+        app.create_area(
+            code, f"Tỉnh {code}", "province", parent=None, effective=AS_OF, actor="admin"
+        )
+    app.close()
+    reopened = SourceSystem(settings(db, checkpoint_after_events=3))
+    assert reopened.loaded_checkpoint is not None
+    assert reopened.loaded_checkpoint.position == reopened.position == 4
+    assert [v.code for v in reopened.areas.all_at(AS_OF)] == ["01", "02", "04"]
+    reopened.close()

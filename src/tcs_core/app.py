@@ -175,11 +175,11 @@ class SourceSystem(Application[UUID]):
         super().__init__(env=es_env)
         self.checkpoints = CheckpointStore.for_settings(self.settings)
         self.loaded_checkpoint: Checkpoint | None = None  # what this start began from, if any
+        self._checkpointed_at = 0  # log position of the checkpoint loaded or written last
         with self._projection_lock:
-            restored = self._restore_checkpoint()
-            replayed = self._catch_up_locked()
-            if replayed >= self.settings.checkpoint_after_events > 0 and restored is not False:
-                self._save_checkpoint_quietly()
+            self._checkpoint_usable = self._restore_checkpoint() is not False
+            self._catch_up_locked()
+            self._checkpoint_if_far_behind()
 
     # -- persistence wiring --------------------------------------------------------------------
 
@@ -249,7 +249,7 @@ class SourceSystem(Application[UUID]):
             return None
         for live, saved in zip(self._projections, loaded, strict=True):
             live.restore(saved)
-        self.position = info.position
+        self.position = self._checkpointed_at = info.position
         self.loaded_checkpoint = info
         log.info("indexes loaded from checkpoint at event %d (%s)", info.position, info.path)
         return True
@@ -261,15 +261,24 @@ class SourceSystem(Application[UUID]):
             return None
         with self._projection_lock:
             states = dict(enumerate(self._projections))
-            return self.checkpoints.save(
+            info = self.checkpoints.save(
                 self._CHECKPOINT,
                 states,
                 position=self.position,
                 fingerprint=self._checkpoint_fingerprint(),
                 recorder=self.recorder,
             )
+            self._checkpointed_at = info.position
+            return info
 
-    def _save_checkpoint_quietly(self) -> None:
+    def _checkpoint_if_far_behind(self) -> None:
+        """Write a checkpoint if more than ``checkpoint_after_events`` events were applied since
+        the last one (at start, after a long replay; at ``close``, after a long run)."""
+        threshold = self.settings.checkpoint_after_events
+        if self.checkpoints is None or not self._checkpoint_usable or threshold <= 0:
+            return
+        if self.position - self._checkpointed_at < threshold:
+            return
         try:
             info = self.checkpoint()
         except Exception as exc:  # e.g. a read-only or full disk: the log is still the record
@@ -277,6 +286,14 @@ class SourceSystem(Application[UUID]):
             return
         if info is not None:
             log.info("indexes checkpointed at event %d (%s)", info.position, info.path)
+
+    def close(self) -> None:
+        """Write a checkpoint if the indexes moved far since the last one, then close the store."""
+        if not getattr(self, "_closed", False):
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._checkpoint_if_far_behind()
+        super().close()
 
     def refresh(self) -> None:
         """Apply events that other processes have recorded since this one last looked."""

@@ -52,8 +52,8 @@ class Settings:
     postgres_connect_timeout_s: int = attrs.field(default=5, validator=_positive)
     postgres_idle_in_transaction_timeout_s: int = attrs.field(default=5, validator=_positive)
     zone: str = attrs.field(default=DEFAULT_ZONE, converter=_zone)
-    # Projection checkpoints (tcs_core.checkpoints): where, and after how many replayed events a
-    # new one is written (0: never use them). Default place: beside the SQLite file.
+    # Projection checkpoints (tcs_core.checkpoints): where, and how many events past the last one
+    # make a start or a close write a new one (0: never use them). Default: beside the SQLite file.
     checkpoint_dir: str | None = None
     checkpoint_after_events: int = 50_000
 
