@@ -54,8 +54,9 @@ def _prepare(settings: Settings) -> UUID:
     app = SourceSystem(settings)
     try:
         app.bootstrap_admin("admin")
-        app.create_area(AREA, "Hồ Chí Minh", "province", parent=None,
-                        effective=date(2025, 7, 1), actor="admin")
+        app.create_area(
+            AREA, "Hồ Chí Minh", "province", parent=None, effective=date(2025, 7, 1), actor="admin"
+        )
         app.create_principal("boss", grants=[("approver", AREA)], actor="admin")
         bid = app.draft_broadcast(
             "Bản tin sáng",
@@ -107,9 +108,9 @@ def _check_store(settings: Settings, bid: UUID, results: list[list[tuple[str, An
         app.close()
 
 
-def _race_threads(make_apps: Callable[[], tuple[SourceSystem, SourceSystem]], bid: UUID) -> list[
-    list[tuple[str, Any]]
-]:
+def _race_threads(
+    make_apps: Callable[[], tuple[SourceSystem, SourceSystem]], bid: UUID
+) -> list[list[tuple[str, Any]]]:
     """Two threads, each racing ``ROUNDS`` occurrences on its app; returns each thread's results."""
     apps = make_apps()
     barrier = threading.Barrier(2, timeout=WAIT_S)
@@ -236,12 +237,16 @@ def test_popo_two_threads_one_system_start_once() -> None:
     """Two threads sharing one in-memory SourceSystem: exactly one start per occurrence."""
     app = SourceSystem(Settings.in_memory())
     app.bootstrap_admin("admin")
-    app.create_area(AREA, "Hồ Chí Minh", "province", parent=None, effective=date(2025, 7, 1),
-                    actor="admin")
+    app.create_area(
+        AREA, "Hồ Chí Minh", "province", parent=None, effective=date(2025, 7, 1), actor="admin"
+    )
     app.create_principal("boss", grants=[("approver", AREA)], actor="admin")
     bid = app.draft_broadcast(
-        "Bản tin", category="other", content={"audio": SpeechContent("Bản tin")},
-        targets=Targets([AREA], ["audio"]), schedule=ScheduleSpec.recurring("0 * * * *"),
+        "Bản tin",
+        category="other",
+        content={"audio": SpeechContent("Bản tin")},
+        targets=Targets([AREA], ["audio"]),
+        schedule=ScheduleSpec.recurring("0 * * * *"),
         actor="admin",
     )
     app.submit_broadcast(bid, "admin")
@@ -284,7 +289,9 @@ def _pg_admin_connect() -> Any:
         pytest.skip("psycopg_pool is not installed (pip install psycopg_pool)")
     try:
         return psycopg.connect(
-            PG_DSN, autocommit=True, connect_timeout=3,
+            PG_DSN,
+            autocommit=True,
+            connect_timeout=3,
             password=os.environ.get("TCS_POSTGRES_PASSWORD") or None,
         )
     except psycopg.OperationalError as exc:
@@ -366,3 +373,36 @@ def test_sqlite_concurrent_first_open_of_a_new_file(tmp_path: Path) -> None:
         for t in threads:
             t.join(WAIT_S)
     assert not errors, f"{len(errors)} of 450 opens failed, e.g. {errors[0]}"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("tables", ["fresh schema", "tables exist"])
+def test_postgres_many_processes_open_one_store_at_once(pg_settings: Settings, tables: str) -> None:
+    """Six SourceSystems (each its own sessions, as six processes would have) opening one
+    PostgreSQL schema at the same instant all open: the race on eventsourcing's CREATE TYPE /
+    CREATE OR REPLACE FUNCTION ("tuple concurrently updated") is retried, not raised."""
+    if tables == "tables exist":
+        SourceSystem(pg_settings).close()
+
+    def open_store(barrier: threading.Barrier, apps: list[SourceSystem], errors: list[str]) -> None:
+        try:
+            barrier.wait(WAIT_S)
+            apps.append(SourceSystem(pg_settings))
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    for _ in range(3):
+        barrier = threading.Barrier(6)
+        apps: list[SourceSystem] = []
+        errors: list[str] = []
+        threads = [
+            threading.Thread(target=open_store, args=(barrier, apps, errors)) for _ in range(6)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT_S * 2)
+        for app in apps:
+            app.close()
+        assert not errors, errors
+        assert len(apps) == 6

@@ -14,14 +14,21 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEvent
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    EventStore,
+    IntegrityError,
+    JSONTranscoder,
+    PersistenceError,
+    Recording,
+)
 
 from tcs_core import transcodings
 from tcs_core.checkpoints import Checkpoint, CheckpointStore, code_fingerprint
@@ -90,6 +97,7 @@ __all__ = ["SYSTEM", "Actor", "SourceSystem", "SystemActor"]
 log = logging.getLogger("tcs_core.app")
 
 A = TypeVar("A", bound=TcsAggregate)
+T = TypeVar("T")
 
 
 class SystemActor(str):
@@ -182,6 +190,31 @@ class SourceSystem(Application[UUID]):
             self._checkpoint_if_far_behind()
 
     # -- persistence wiring --------------------------------------------------------------------
+
+    # Processes that open one PostgreSQL store together race on eventsourcing's set-up
+    # statements (CREATE TYPE, CREATE TABLE IF NOT EXISTS, CREATE OR REPLACE FUNCTION): "tuple
+    # concurrently updated" (XX000), a duplicate catalog key (23505), "already exists" (42P07,
+    # 42710). The loser tries again; by then the winner's objects are there.
+    _SET_UP_RACES = frozenset({"XX000", "23505", "42P07", "42710"})
+
+    def _set_up(self, make: Callable[[], T]) -> T:
+        attempts = 10 if self.settings.persistence == "postgres" else 1
+        for attempt in range(attempts):
+            try:
+                return make()
+            except PersistenceError as exc:
+                race = getattr(exc.__cause__, "sqlstate", None) in self._SET_UP_RACES
+                if not race or attempt == attempts - 1:
+                    raise
+                log.info("store set-up raced another process (%s); trying again", exc)
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        return self._set_up(super().construct_recorder)
+
+    def construct_snapshot_store(self) -> EventStore[UUID]:
+        return self._set_up(super().construct_snapshot_store)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

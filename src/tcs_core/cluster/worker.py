@@ -243,8 +243,9 @@ class Worker:
             await self._shutdown()
 
     def _open_store(self) -> SourceSystem:
-        """Open the application; workers starting together may race on eventsourcing's
-        ``CREATE TABLE IF NOT EXISTS`` ("tuple concurrently updated"): try again."""
+        """Open the application, trying again for a while if the store fails to answer (a
+        database that is restarting as the workers start; set-up races between workers are
+        retried by ``SourceSystem`` itself)."""
         for attempt in range(6):
             try:
                 return SourceSystem(self.settings)
