@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import string
 import subprocess
 import sys
@@ -462,3 +463,21 @@ def test_simulate_refuses_a_used_store(
     code, _, err = run(capsys, "simulate", "national-day", "--db", str(db))
     assert code == 2
     assert "empty store" in err or "kho dữ liệu trống" in err
+
+
+def test_checkpoint_writes_both_checkpoints_and_the_next_start_uses_them(
+    capsys: pytest.CaptureFixture[str], history: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`tcs checkpoint` writes the indexes' and the KPIs' checkpoints and says where; a store
+    that keeps none (in memory here) is told how to turn them on, exit code 2."""
+    db = tmp_path / "tcs.sqlite"
+    shutil.copy(history[0], db)
+    code, out, err = run(capsys, "--lang", "en", "--db", str(db), "checkpoint")
+    assert code == 0, err
+    assert "Wrote checkpoint source-system at event" in out
+    assert "Wrote checkpoint kpi-60s at event" in out
+    assert SourceSystem(Settings.sqlite(db)).loaded_checkpoint is not None
+    config = tmp_path / "tcs.toml"
+    config.write_text('[persistence]\nkind = "popo"\n')
+    code, _, err = run(capsys, "--lang", "en", "--config", str(config), "checkpoint")
+    assert code == 2 and "checkpoints are off" in err

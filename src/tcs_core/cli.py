@@ -169,6 +169,22 @@ MESSAGES: dict[str, dict[Lang, str]] = {
         "vi": "Đang theo dõi sự kiện mới (Ctrl-C để dừng)…",
         "en": "Following new events (Ctrl-C to stop)…",
     },
+    # checkpoint
+    "cmd.checkpoint": {
+        "vi": "ghi ngay điểm lưu chỉ mục và chỉ tiêu (lần mở sau chỉ đọc phần nhật ký mới)",
+        "en": "write the indexes' and the indicators' checkpoints now (the next start reads only "
+        "the newer log)",
+    },
+    "checkpoint.off": {
+        "vi": "kho này không dùng điểm lưu: đặt checkpoint_dir (TCS_CHECKPOINT_DIR) và "
+        "checkpoint_after_events > 0",
+        "en": "checkpoints are off for this store: set checkpoint_dir (TCS_CHECKPOINT_DIR) and "
+        "checkpoint_after_events > 0",
+    },
+    "checkpoint.written": {
+        "vi": "Đã ghi điểm lưu {name} tại sự kiện {position:,} ({size:,} byte): {path}",
+        "en": "Wrote checkpoint {name} at event {position:,} ({size:,} bytes): {path}",
+    },
     "col.id": {"vi": "Số", "en": "Id"},
     "col.topic": {"vi": "Loại sự kiện", "en": "Topic"},
     "col.originator": {"vi": "Đối tượng", "en": "Originator"},
@@ -386,6 +402,11 @@ def build_parser(out: _Out, *, demo_options: bool = True) -> argparse.ArgumentPa
     tail.add_argument("-n", type=_count_type(out), default=20, metavar="N", help=t("opt.n"))
     tail.add_argument("--follow", "-f", action="store_true", help=t("opt.follow"))
     tail.set_defaults(func=_cmd_events_tail)
+
+    ckpt = commands.add_parser(
+        "checkpoint", help=t("cmd.checkpoint"), description=t("cmd.checkpoint"), parents=[common]
+    )
+    ckpt.set_defaults(func=_cmd_checkpoint)
 
     demo = commands.add_parser(
         "demo", help=t("cmd.demo"), description=t("cmd.demo"), parents=[common]
@@ -685,6 +706,27 @@ def _cmd_events_tail(out: _Out, args: argparse.Namespace) -> int:
                     position = new[-1].id
         except KeyboardInterrupt:
             return 0
+
+
+def _cmd_checkpoint(out: _Out, args: argparse.Namespace) -> int:
+    from tcs_core.kpi import Kpis
+
+    with SourceSystem(_settings(args)) as app:
+        if app.checkpoints is None:
+            raise _UsageError(out.t("checkpoint.off"))
+        for info in (app.checkpoint(), Kpis(app).checkpoint()):
+            if info is not None:
+                out.console.print(
+                    out.t(
+                        "checkpoint.written",
+                        name=info.name,
+                        position=info.position,
+                        size=info.size,
+                        path=str(info.path),
+                    ),
+                    soft_wrap=True,
+                )
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------
