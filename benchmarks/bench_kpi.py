@@ -36,7 +36,7 @@ from typing import Any
 import attrs
 
 from tcs_core import Settings, SourceSystem, load_history
-from tcs_core.checkpoints import CheckpointStore, code_fingerprint
+from tcs_core.checkpoints import CheckpointStore
 from tcs_core.kpi import KpiProjection, evaluate, generate_history
 from tcs_core.kpi.engine import structure_on
 from tcs_core.testing.fixtures import make_source_system
@@ -177,21 +177,16 @@ def _restarts(app: SourceSystem, proj: KpiProjection, args: argparse.Namespace, 
     KPI projection loaded and the tail replayed, and the application's own indexes."""
     settings = app.settings
     store = CheckpointStore(Path(settings.sqlite_path + ".bench-checkpoints"))
-    fingerprint = code_fingerprint([KpiProjection])
     t = time.perf_counter()
-    info = store.save(
-        "kpi", proj, position=proj.position, fingerprint=fingerprint, recorder=app.recorder
-    )
+    info = store.write("kpi", [proj], position=proj.position, recorder=app.recorder)
     print(
         f"checkpoint written: KPI projection at event {info.position:,}, "
         f"{info.size / 1e6:.0f} MB, in {time.perf_counter() - t:.2f} s"
     )
     gc.collect()
     t0 = time.perf_counter()
-    found = store.load("kpi", fingerprint=fingerprint, recorder=app.recorder)
-    assert found is not None
     restarted = KpiProjection(settings.zone)
-    restarted.restore(found[1])
+    assert store.restore("kpi", [restarted], recorder=app.recorder) is not None
     t_load = time.perf_counter() - t0
     tail = restarted.catch_up(app)
     t1 = time.perf_counter()

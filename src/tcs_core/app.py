@@ -31,7 +31,7 @@ from eventsourcing.persistence import (
 )
 
 from tcs_core import transcodings
-from tcs_core.checkpoints import Checkpoint, CheckpointStore, code_fingerprint
+from tcs_core.checkpoints import Checkpoint, CheckpointStore
 from tcs_core.config import Settings
 from tcs_core.domain.area import Area
 from tcs_core.domain.base import TcsAggregate, as_date
@@ -174,6 +174,9 @@ class SourceSystem(Application[UUID]):
             for topic in proj.topics:
                 self._readers[topic] = (*self._readers.get(topic, ()), proj)
         self.position = 0
+        self.checkpoints = CheckpointStore.for_settings(self.settings)
+        self.loaded_checkpoint: Checkpoint | None = None  # what this start began from, if any
+        self._checkpointed_at = 0  # log position of the checkpoint loaded or written last
         self._projection_lock = threading.RLock()
         self._subtree_cache: dict[tuple[UUID, date], frozenset[UUID]] = {}
         self._subtree_version = -1
@@ -181,11 +184,8 @@ class SourceSystem(Application[UUID]):
         if self.settings.persistence == "sqlite":
             _prepare_sqlite(self.settings.sqlite_path, self.settings.sqlite_lock_timeout_s)
         super().__init__(env=es_env)
-        self.checkpoints = CheckpointStore.for_settings(self.settings)
-        self.loaded_checkpoint: Checkpoint | None = None  # what this start began from, if any
-        self._checkpointed_at = 0  # log position of the checkpoint loaded or written last
         with self._projection_lock:
-            self._checkpoint_usable = self._restore_checkpoint() is not False
+            self._restore_checkpoint()
             self._catch_up_locked()
             self._checkpoint_if_far_behind()
 
@@ -225,9 +225,8 @@ class SourceSystem(Application[UUID]):
         with self._projection_lock:
             self._catch_up_locked()
 
-    def _catch_up_locked(self) -> int:
+    def _catch_up_locked(self) -> None:
         topics = sorted({t for p in self._projections for t in p.topics})
-        applied = 0
         # Read the head first: an event another process commits after this point is read next
         # time, instead of being skipped when the position jumps to the head below.
         top = self.recorder.max_notification_id() or 0
@@ -245,47 +244,28 @@ class SourceSystem(Application[UUID]):
                 event = self.mapper.to_domain_event(n)
                 for p in self._readers.get(n.topic, ()):
                     p.apply(n.topic, event)
-            applied += len(batch)
             # The filtered log skips other topics: the position is the newest id seen overall.
             self.position = max(batch[-1].id, self.position)
         self.position = max(self.position, top)
-        return applied
 
     # -- checkpoints of the read models (tcs_core.checkpoints) ---------------------------------
 
     _CHECKPOINT = "source-system"
 
-    def _checkpoint_fingerprint(self) -> str:
-        return code_fingerprint([type(self), *(type(p) for p in self._projections)])
+    def _checkpoint_args(self) -> dict[str, Any]:
+        # app.py is in the fingerprint too: it decides which events reach the indexes
+        return {"recorder": self.recorder, "code": [SourceSystem], "settings": [self.settings.zone]}
 
-    def _restore_checkpoint(self) -> bool | None:
-        """Load the indexes from the checkpoint if one is valid here: True if loaded, None if
-        there was none to use, False if the store cannot be read for it (then never write)."""
+    def _restore_checkpoint(self) -> None:
+        """Load the indexes from the deployment's checkpoint, if one is valid here."""
         if self.checkpoints is None:
-            return None
-        try:
-            found = self.checkpoints.load(
-                self._CHECKPOINT, fingerprint=self._checkpoint_fingerprint(), recorder=self.recorder
-            )
-        except Exception as exc:  # a cache: never stop the application from opening
-            log.warning("checkpoint not loaded: %s", exc)
-            return False
-        if found is None:
-            return None
-        info, states = found
-        if not isinstance(states, dict) or set(states) != set(range(len(self._projections))):
-            return None
-        loaded = [states[i] for i in range(len(self._projections))]
-        if any(type(a) is not type(b) for a, b in zip(loaded, self._projections, strict=True)):
-            return None
-        if getattr(loaded[0], "zone", None) != self.settings.zone:
-            return None
-        for live, saved in zip(self._projections, loaded, strict=True):
-            live.restore(saved)
-        self.position = self._checkpointed_at = info.position
-        self.loaded_checkpoint = info
-        log.info("indexes loaded from checkpoint at event %d (%s)", info.position, info.path)
-        return True
+            return
+        info = self.checkpoints.restore(
+            self._CHECKPOINT, self._projections, **self._checkpoint_args()
+        )
+        if info is not None:
+            self.position = self._checkpointed_at = info.position
+            self.loaded_checkpoint = info
 
     def checkpoint(self) -> Checkpoint | None:
         """Write a checkpoint of the indexes at the current position now, so the next start
@@ -293,39 +273,34 @@ class SourceSystem(Application[UUID]):
         if self.checkpoints is None:
             return None
         with self._projection_lock:
-            states = dict(enumerate(self._projections))
-            info = self.checkpoints.save(
+            info = self.checkpoints.write(
                 self._CHECKPOINT,
-                states,
+                self._projections,
                 position=self.position,
-                fingerprint=self._checkpoint_fingerprint(),
-                recorder=self.recorder,
+                **self._checkpoint_args(),
             )
             self._checkpointed_at = info.position
             return info
 
     def _checkpoint_if_far_behind(self) -> None:
-        """Write a checkpoint if more than ``checkpoint_after_events`` events were applied since
-        the last one (at start, after a long replay; at ``close``, after a long run)."""
+        """Write a checkpoint if the indexes are ``checkpoint_after_events`` or more past the
+        last one (at start, after a long replay; at ``close``, after a long run)."""
         threshold = self.settings.checkpoint_after_events
-        if self.checkpoints is None or not self._checkpoint_usable or threshold <= 0:
+        if self.checkpoints is None or self.position - self._checkpointed_at < threshold:
             return
-        if self.position - self._checkpointed_at < threshold:
-            return
-        try:
-            info = self.checkpoint()
-        except Exception as exc:  # e.g. a read-only or full disk: the log is still the record
-            log.warning("checkpoint not written: %s", exc)
-            return
-        if info is not None:
-            log.info("indexes checkpointed at event %d (%s)", info.position, info.path)
+        with self._projection_lock:
+            info = self.checkpoints.write_quietly(
+                self._CHECKPOINT,
+                self._projections,
+                position=self.position,
+                **self._checkpoint_args(),
+            )
+            if info is not None:
+                self._checkpointed_at = info.position
 
     def close(self) -> None:
         """Write a checkpoint if the indexes moved far since the last one, then close the store."""
-        if not getattr(self, "_closed", False):
-            self._closed = True
-            with contextlib.suppress(Exception):
-                self._checkpoint_if_far_behind()
+        self._checkpoint_if_far_behind()
         super().close()
 
     def refresh(self) -> None:

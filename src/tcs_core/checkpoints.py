@@ -34,12 +34,14 @@ import pickle
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from tcs_core.projections import Projection
 
 if TYPE_CHECKING:
     from tcs_core.config import Settings
@@ -52,9 +54,10 @@ _MAGIC = "tcs-checkpoint/1"
 _PROTOCOL = 5
 
 
-def code_fingerprint(classes: Iterable[type[Any]]) -> str:
-    """A digest of the source files defining ``classes`` and their tcs_core bases, and of the
-    Python version: a checkpoint taken by other code is not loaded."""
+def code_fingerprint(classes: Iterable[type[Any]], settings: Sequence[object] = ()) -> str:
+    """A digest of the source files defining ``classes`` and their tcs_core bases, of the Python
+    version and of ``settings`` (what the projections were built with, e.g. the zone): a
+    checkpoint taken by other code or with other settings is not loaded."""
     files: set[str] = set()
     for cls in classes:
         for klass in cls.__mro__:
@@ -62,7 +65,7 @@ def code_fingerprint(classes: Iterable[type[Any]]) -> str:
             path = getattr(module, "__file__", None)
             if path and klass.__module__.split(".")[0] == "tcs_core":
                 files.add(path)
-    digest = hashlib.sha256(f"{sys.version_info[:2]}|{_MAGIC}|{_PROTOCOL}".encode())
+    digest = hashlib.sha256(f"{sys.version_info[:2]}|{_MAGIC}|{_PROTOCOL}|{settings!r}".encode())
     for path in sorted(files):
         digest.update(Path(path).name.encode())
         digest.update(Path(path).read_bytes())
@@ -197,11 +200,79 @@ class CheckpointStore:
             return None
         return self._info(header, target), state
 
+    def restore(
+        self,
+        name: str,
+        projections: Sequence[Projection],
+        *,
+        recorder: Any,
+        code: Iterable[type[Any]] = (),
+        settings: Sequence[object] = (),
+    ) -> Checkpoint | None:
+        """Load checkpoint ``name`` into ``projections`` in place, if it was written by
+        ``write`` for projections of these types, with this code (the projections' own and
+        ``code``'s) and ``settings``, from this store; the checkpoint, or None (rebuild)."""
+        fingerprint = code_fingerprint([*(type(p) for p in projections), *code], settings)
+        found = self.load(name, fingerprint=fingerprint, recorder=recorder)
+        if found is None:
+            return None
+        info, saved = found
+        if not isinstance(saved, tuple) or len(saved) != len(projections):
+            log.warning("checkpoint %s holds other projections: rebuilding", info.path)
+            return None
+        if any(type(a) is not type(b) for a, b in zip(saved, projections, strict=True)):
+            log.warning("checkpoint %s holds other projections: rebuilding", info.path)
+            return None
+        for live, state in zip(projections, saved, strict=True):
+            live.restore(state)
+        log.info("checkpoint %s loaded at event %d", name, info.position)
+        return info
+
+    def write(
+        self,
+        name: str,
+        projections: Sequence[Projection],
+        *,
+        position: int,
+        recorder: Any,
+        code: Iterable[type[Any]] = (),
+        settings: Sequence[object] = (),
+    ) -> Checkpoint:
+        """Save ``projections`` (which reflect the log up to ``position``) as checkpoint
+        ``name``; the caller holds whatever keeps them still meanwhile."""
+        fingerprint = code_fingerprint([*(type(p) for p in projections), *code], settings)
+        return self.save(
+            name, tuple(projections), position=position, fingerprint=fingerprint, recorder=recorder
+        )
+
+    def write_quietly(
+        self,
+        name: str,
+        projections: Sequence[Projection],
+        *,
+        position: int,
+        recorder: Any,
+        code: Iterable[type[Any]] = (),
+        settings: Sequence[object] = (),
+    ) -> Checkpoint | None:
+        """``write``, but a failure (a full or read-only disk) is a warning, not an error: the
+        log is still the record."""
+        try:
+            info = self.write(
+                name, projections, position=position, recorder=recorder, code=code,
+                settings=settings,
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("checkpoint not written (%s): %s", name, exc)
+            return None
+        log.info("checkpoint %s written at event %d (%s)", name, info.position, info.path)
+        return info
+
     def _invalid(self, header: Any, payload: bytes, fingerprint: str, recorder: Any) -> str:
         if not isinstance(header, dict) or header.get("magic") != _MAGIC:
             return "not a checkpoint file"
         if header.get("fingerprint") != fingerprint:
-            return "taken by another version of the code"
+            return "taken by another version of the code, or with other settings"
         if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
             return "damaged: checksum differs"
         position = header.get("position")
@@ -230,11 +301,3 @@ class CheckpointStore:
             size=header["size"],
             path=path,
         )
-
-    def remove(self, name: str) -> bool:
-        """Delete checkpoint ``name``; True if there was one."""
-        try:
-            self.path(name).unlink()
-        except FileNotFoundError:
-            return False
-        return True

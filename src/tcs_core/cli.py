@@ -181,6 +181,10 @@ MESSAGES: dict[str, dict[Lang, str]] = {
         "en": "checkpoints are off for this store: set checkpoint_dir (TCS_CHECKPOINT_DIR) and "
         "checkpoint_after_events > 0",
     },
+    "checkpoint.memory": {
+        "vi": "không dùng điểm lưu: kho trong bộ nhớ không còn gì để mở lại",
+        "en": "checkpoints are off: an in-memory store leaves nothing to reopen",
+    },
     "checkpoint.written": {
         "vi": "Đã ghi điểm lưu {name} tại sự kiện {position:,} ({size:,} byte): {path}",
         "en": "Wrote checkpoint {name} at event {position:,} ({size:,} bytes): {path}",
@@ -713,7 +717,8 @@ def _cmd_checkpoint(out: _Out, args: argparse.Namespace) -> int:
 
     with SourceSystem(_settings(args)) as app:
         if app.checkpoints is None:
-            raise _UsageError(out.t("checkpoint.off"))
+            memory = app.settings.persistence == "popo"
+            raise _UsageError(out.t("checkpoint.memory" if memory else "checkpoint.off"))
         for info in (app.checkpoint(), Kpis(app).checkpoint()):
             if info is not None:
                 out.console.print(

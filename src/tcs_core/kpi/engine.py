@@ -19,18 +19,17 @@ equal the original ones (``Reattribution.totals``).
 
 from __future__ import annotations
 
-import logging
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from uuid import UUID
 
 import attrs
 
-from tcs_core.checkpoints import Checkpoint, code_fingerprint
+from tcs_core.checkpoints import Checkpoint
 from tcs_core.domain.values import AreaKind
 from tcs_core.errors import UnknownArea, ValidationError
 from tcs_core.kpi.indicators import INDICATORS, Indicator, IndicatorKind, indicator
@@ -63,8 +62,6 @@ __all__ = [
     "reattribute",
     "structure_on",
 ]
-
-log = logging.getLogger("tcs_core.kpi")
 
 #: Baseline of the conversion indicators when none is given: the start of the 2021-2025 strategy
 #: (Quyết định 1381/QĐ-BTTTT).
@@ -873,43 +870,27 @@ class Kpis:
             return
         self.projection = KpiProjection(app.settings.zone, on_time_within)
         self._checkpoint_name = f"kpi-{self.projection.on_time_within_s}s"
-        restored = self._restore()
-        replayed = self.refresh()
-        threshold = app.settings.checkpoint_after_events
-        if replayed >= threshold > 0 and restored is not False:
-            try:
-                self.checkpoint()
-            except Exception as exc:  # a cache: the log is still the record
-                log.warning("KPI checkpoint not written: %s", exc)
-
-    def _restore(self) -> bool | None:
-        store = self.app.checkpoints
-        if store is None or self._checkpoint_name is None:
-            return None
-        try:
-            found = store.load(
-                self._checkpoint_name,
-                fingerprint=code_fingerprint([KpiProjection]),
-                recorder=self.app.recorder,
+        store = app.checkpoints
+        if store is not None:
+            self.loaded_checkpoint = store.restore(
+                self._checkpoint_name, [self.projection], **self._checkpoint_args()
             )
-        except Exception as exc:  # a cache: never stop the indicators from being computed
-            log.warning("KPI checkpoint not loaded: %s", exc)
-            return False
-        if found is None:
-            return None
-        info, saved = found
-        live = self.projection
-        if (
-            type(saved) is not KpiProjection
-            or saved.zone != live.zone
-            or saved.on_time_within_s != live.on_time_within_s
-            or saved.position != info.position
+        began = self.projection.position
+        self.refresh()
+        if store is not None and self.projection.position - began >= (
+            app.settings.checkpoint_after_events
         ):
-            return None
-        live.restore(saved)
-        self.loaded_checkpoint = info
-        log.info("KPI projection loaded from checkpoint at event %d", info.position)
-        return True
+            with self.projection.lock:
+                store.write_quietly(
+                    self._checkpoint_name,
+                    [self.projection],
+                    position=self.projection.position,
+                    **self._checkpoint_args(),
+                )
+
+    def _checkpoint_args(self) -> dict[str, Any]:
+        p = self.projection
+        return {"recorder": self.app.recorder, "settings": [p.zone, p.on_time_within_s]}
 
     def checkpoint(self) -> Checkpoint | None:
         """Write the projection's state as the deployment's KPI checkpoint now; None when
@@ -918,12 +899,11 @@ class Kpis:
         if store is None or self._checkpoint_name is None:
             return None
         with self.projection.lock:
-            return store.save(
+            return store.write(
                 self._checkpoint_name,
-                self.projection,
+                [self.projection],
                 position=self.projection.position,
-                fingerprint=code_fingerprint([KpiProjection]),
-                recorder=self.app.recorder,
+                **self._checkpoint_args(),
             )
 
     def refresh(self) -> int:
